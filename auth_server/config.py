@@ -1,0 +1,118 @@
+"""The auth server's settings: defaults, then the environment, then a test mapping."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from shared.config import (
+    ConfigError,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    is_production,
+    require_production_setting,
+    var_dir,
+)
+from shared.db import engine_options, normalise_url
+
+
+def _dev_secret_key() -> str:
+    """A per-checkout session key kept in ``var/`` so logins survive restarts."""
+    path = var_dir() / "auth_secret_key"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    production = is_production(env)
+    database_url = normalise_url(env_str("AUTH_DATABASE_URL", f"sqlite:///{var_dir()}/auth.db", env))
+    ttl = env_int("ACCESS_TOKEN_TTL", 3600, env)
+    implicit_ttl = env_int("IMPLICIT_TOKEN_TTL", min(ttl, 900), env)
+    secret_key = env_str("AUTH_SECRET_KEY", "", env)
+    keys_dir = env_str("AUTH_KEYS_DIR", str(var_dir() / "keys"), env)
+    issuer = env_str("AUTH_ISSUER", "http://127.0.0.1:8888", env).rstrip("/")
+    statement_timeout = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, env)
+    cfg: dict[str, Any] = {
+        "APP_ENV": "production" if production else "development",
+        "SECRET_KEY": secret_key,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, statement_timeout),
+        "AUTH_ISSUER": issuer,
+        "AUTH_KEYS_DIR": keys_dir,
+        "AUTH_SIGNING_ALG": env_str("AUTH_SIGNING_ALG", "RS256", env),
+        "AUTH_GENERATE_KEYS": env_bool("AUTH_GENERATE_KEYS", not production, env),
+        "CALL_AUDIENCE": env_str("CALL_AUDIENCE", "http://127.0.0.1:8889", env),
+        "ACCESS_TOKEN_TTL": ttl,
+        "AUTH_CODE_TTL": env_int("AUTH_CODE_TTL", 60, env),
+        "REFRESH_TOKEN_TTL": env_int("REFRESH_TOKEN_TTL", 30 * 24 * 3600, env),
+        "OAUTH2_SCOPES_SUPPORTED": ["call", "admin"],
+        "OAUTH2_TOKEN_EXPIRES_IN": {
+            "authorization_code": ttl,
+            "client_credentials": ttl,
+            "refresh_token": ttl,
+            "implicit": implicit_ttl,
+        },
+        "OAUTH2_REFRESH_TOKEN_GENERATOR": True,
+        "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
+        "RATELIMIT_STORAGE_URI": env_str("RATELIMIT_STORAGE_URI", "memory://", env),
+        "RATELIMIT_ENABLED": env_bool("RATELIMIT_ENABLED", True, env),
+        "LOGIN_LIMIT_PER_USERNAME": env_str("LOGIN_LIMIT_PER_USERNAME", "5 per minute", env),
+        "LOGIN_LIMIT_PER_IP": env_str("LOGIN_LIMIT_PER_IP", "20 per minute", env),
+        "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 64 * 1024, env),
+        "SESSION_COOKIE_NAME": "clickcall_auth",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": env_bool("SESSION_COOKIE_SECURE", production, env),
+        "PERMANENT_SESSION_LIFETIME": env_int("SESSION_LIFETIME", 8 * 3600, env),
+        "JSON_SORT_KEYS": False,
+    }
+    return cfg
+
+
+def finalise(cfg: dict[str, Any]) -> None:
+    """Fill development defaults, or refuse them in production (naming the variable)."""
+    production = cfg["APP_ENV"] == "production"
+    if production:
+        require_production_setting(
+            "AUTH_SECRET_KEY", "", not cfg["SECRET_KEY"], "set a long random session key"
+        )
+        backend = make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
+        require_production_setting(
+            "AUTH_DATABASE_URL",
+            cfg["SQLALCHEMY_DATABASE_URI"].split("@")[-1],
+            backend == "sqlite",
+            "use PostgreSQL (postgresql://…)",
+        )
+        require_production_setting(
+            "AUTH_GENERATE_KEYS",
+            "true",
+            bool(cfg["AUTH_GENERATE_KEYS"]),
+            "create keys with `auth-server keys rotate` before starting",
+        )
+        require_production_setting(
+            "AUTH_ISSUER",
+            cfg["AUTH_ISSUER"],
+            not cfg["AUTH_ISSUER"].startswith("https://"),
+            "the issuer must be an https:// URL",
+        )
+        if not any(Path(cfg["AUTH_KEYS_DIR"]).glob("*.pem")):
+            raise ConfigError(
+                f"APP_ENV=production refuses AUTH_KEYS_DIR={cfg['AUTH_KEYS_DIR']!r}: "
+                "it holds no signing key; run `auth-server keys rotate`"
+            )
+    elif not cfg["SECRET_KEY"]:
+        cfg["SECRET_KEY"] = _dev_secret_key()

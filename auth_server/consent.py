@@ -1,0 +1,40 @@
+"""Remembered consent: a user's decision per client, covering a set of scopes."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .extensions import db
+from .models import Consent
+
+
+def _scopes(scope: str | None) -> set[str]:
+    return set((scope or "").split())
+
+
+def has_consent(user_id: str, client_id: str, scope: str | None) -> bool:
+    """True when the user already granted this client every requested scope."""
+    row = db.session.scalar(
+        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    )
+    return row is not None and _scopes(scope) <= _scopes(row.scope)
+
+
+def remember_consent(user_id: str, client_id: str, scope: str | None) -> None:
+    row = db.session.scalar(
+        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    )
+    if row is None:
+        db.session.add(Consent(user_id=user_id, client_id=client_id, scope=scope or ""))
+    else:
+        row.scope = " ".join(sorted(_scopes(row.scope) | _scopes(scope)))
+    db.session.commit()
+
+
+def forget_consent(user_id: str, client_id: str) -> None:
+    row = db.session.scalar(
+        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    )
+    if row is not None:
+        db.session.delete(row)
+        db.session.commit()

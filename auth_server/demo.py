@@ -1,0 +1,64 @@
+"""Development demo data: a user, a web app client and an admin client with known secrets.
+
+Only for ``make run`` on a development machine; refused with ``APP_ENV=production``.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from shared.config import ConfigError
+
+from .accounts import create_user
+from .clients import create_client
+from .extensions import db
+from .models import Client, User
+
+DEMO_USER = ("demo", "demo-password")
+DEMO_CLIENT = ("demo-app", "demo-secret")
+DEMO_ADMIN = ("demo-admin", "demo-admin-secret")
+TEST_REDIRECT = "http://127.0.0.1:8888/test"
+
+
+def ensure_demo() -> str:
+    if current_app.config["APP_ENV"] == "production":
+        raise ConfigError("APP_ENV=production refuses to create demo accounts")
+    created = []
+    if db.session.scalar(select(User).where(User.username == DEMO_USER[0])) is None:
+        create_user(*DEMO_USER)
+        created.append("user")
+    if db.session.scalar(select(Client).where(Client.client_id == DEMO_CLIENT[0])) is None:
+        create_client(
+            name="Demo click-to-call app",
+            redirect_uris=[TEST_REDIRECT],
+            grant_types=["authorization_code", "implicit", "refresh_token"],
+            response_types=["code", "token"],
+            scope="call",
+            client_id=DEMO_CLIENT[0],
+            client_secret=DEMO_CLIENT[1],
+        )
+        created.append("client")
+    if db.session.scalar(select(Client).where(Client.client_id == DEMO_ADMIN[0])) is None:
+        create_client(
+            name="Demo admin console",
+            redirect_uris=[],
+            grant_types=["client_credentials"],
+            response_types=[],
+            scope="admin",
+            client_id=DEMO_ADMIN[0],
+            client_secret=DEMO_ADMIN[1],
+        )
+        created.append("admin client")
+    lines = [
+        "Demo accounts (development only):",
+        f"  user          {DEMO_USER[0]} / {DEMO_USER[1]}",
+        f"  web client    client_id={DEMO_CLIENT[0]} client_secret={DEMO_CLIENT[1]}",
+        f"                redirect_uri={TEST_REDIRECT} scope=call "
+        "(authorization_code, implicit, refresh_token)",
+        f"  admin client  client_id={DEMO_ADMIN[0]} client_secret={DEMO_ADMIN[1]} "
+        "scope=admin (client_credentials)",
+    ]
+    if created:
+        lines.insert(0, "Created demo " + ", ".join(created) + ".")
+    return "\n".join(lines)

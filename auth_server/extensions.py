@@ -1,0 +1,18 @@
+"""Extension objects, created once and bound to an app in ``create_app``."""
+
+from __future__ import annotations
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+authorization = AuthorizationServer()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])

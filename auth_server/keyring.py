@@ -1,0 +1,70 @@
+"""The signing keys as the running server sees them.
+
+Keys are parsed once and cached; a cheap ``stat`` of the keys folder per use notices
+``auth-server keys rotate`` / ``retire`` run by another process, so no restart is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from shared.keys import KeyStore, SigningKey
+
+
+class KeyRing:
+    def __init__(self, directory: str, algorithm: str = "RS256", generate: bool = False) -> None:
+        self.store = KeyStore(directory)
+        self.algorithm = algorithm
+        self.generate = generate
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._current: SigningKey | None = None
+        self._keys: list[SigningKey] = []
+
+    def _fingerprint(self) -> tuple[int, int]:
+        try:
+            dir_mtime = os.stat(self.store.directory).st_mtime_ns
+        except FileNotFoundError:
+            return (0, 0)
+        try:
+            cur_mtime = os.stat(self.store.directory / "current").st_mtime_ns
+        except FileNotFoundError:
+            cur_mtime = 0
+        return (dir_mtime, cur_mtime)
+
+    def _refresh(self) -> None:
+        stamp = self._fingerprint()
+        if stamp == self._stamp and self._current is not None:
+            return
+        with self._lock:
+            stamp = self._fingerprint()
+            if stamp == self._stamp and self._current is not None:
+                return
+            keys = self.store.keys()
+            if not keys and self.generate:
+                self.store.add(self.algorithm)
+                keys = self.store.keys()
+                stamp = self._fingerprint()
+            self._keys = keys
+            self._current = self.store.current()
+            self._stamp = stamp
+
+    def current(self) -> SigningKey:
+        self._refresh()
+        if self._current is None:
+            raise RuntimeError(
+                f"no signing key in {self.store.directory}; run `auth-server keys rotate`"
+            )
+        return self._current
+
+    def keys(self) -> list[SigningKey]:
+        self._refresh()
+        return list(self._keys)
+
+    def find(self, kid: str) -> SigningKey | None:
+        return next((k for k in self.keys() if k.kid == kid), None)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.jwk() for k in self.keys()]}

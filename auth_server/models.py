@@ -1,0 +1,220 @@
+"""The auth server's tables: users, clients, authorization codes, consents, issued tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from datetime import datetime, timezone
+
+from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
+from authlib.oauth2.rfc6749 import scope_to_list
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def sha256_hex(value: str) -> str:
+    """Lookup hash for high-entropy random values (codes, refresh tokens)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def hash_client_secret(secret: str) -> str:
+    """HMAC-SHA-256 keyed by a per-client salt.
+
+    Client secrets are 256-bit random values, so a fast keyed hash is enough to make a
+    leaked table useless; a slow password hash would only cost every token request.
+    """
+    salt = secrets.token_hex(16)
+    digest = hmac.new(salt.encode(), secret.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"hmac-sha256${salt}${digest}"
+
+
+def check_client_secret_hash(stored: str | None, secret: str) -> bool:
+    if not stored or not secret:
+        return False
+    try:
+        scheme, salt, digest = stored.split("$", 2)
+    except ValueError:
+        return False
+    if scheme != "hmac-sha256":
+        return False
+    candidate = hmac.new(salt.encode(), secret.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return hmac.compare_digest(candidate.hexdigest(), digest)
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(150), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def get_user_id(self) -> str:
+        return self.id
+
+
+class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    client_secret: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return str(self.client_metadata.get("token_endpoint_auth_method", "client_secret_basic"))
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return check_client_secret_hash(self.client_secret, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        """Public clients use ``none``; confidential ones either secret method."""
+        if self.is_public:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        """The requested scope, or the client's registered scope when none is asked.
+
+        Scopes the client is not registered for are an error (``invalid_scope``) rather than
+        silently dropped, so a client learns at once that it asked for too much.
+        """
+        if not scope:
+            return str(self.scope)
+        allowed = set(self.scope.split())
+        requested = scope_to_list(scope) or []
+        if any(s not in allowed for s in requested):
+            return None  # type: ignore[return-value]
+        return " ".join(dict.fromkeys(requested))
+
+
+class AuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    redirect_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_type: Mapped[str] = mapped_column(String(40), default="code")
+    scope: Mapped[str] = mapped_column(Text, default="")
+    code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    auth_time: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    def is_expired(self) -> bool:
+        return self.expires_at < time.time()
+
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_nonce(self) -> None:
+        return None
+
+
+class Consent(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id", name="uq_consent_user_client"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(db.Model):  # type: ignore[name-defined,misc]
+    """One row per token response: the access token's ``jti`` and, if any, the refresh token.
+
+    ``family_id`` ties together every token descending from one authorization (code or
+    first refresh), so a replayed code or a reused refresh token can revoke them all.
+    """
+
+    __tablename__ = "tokens"
+    __table_args__ = (
+        Index("ix_tokens_family", "family_id"),
+        Index("ix_tokens_code", "code_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    grant_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    issued_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    refresh_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    refresh_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    family_id: Mapped[str] = mapped_column(String(36), nullable=False, default=new_id)
+    code_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    # Authlib's TokenMixin / refresh-grant interface
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_expires_in(self) -> int:
+        return self.expires_at - self.issued_at
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self) -> bool:
+        if self.refresh_expires_at is None:
+            return True
+        return self.refresh_expires_at < time.time()
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id

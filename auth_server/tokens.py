@@ -1,0 +1,79 @@
+"""JWT access tokens in the RFC 9068 profile, signed with the current key.
+
+Plugged into Authlib through ``OAUTH2_ACCESS_TOKEN_GENERATOR``; the lifetime comes from
+``OAUTH2_TOKEN_EXPIRES_IN`` (the same setting Authlib reports as ``expires_in``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import jwt
+from flask import current_app
+
+from .keyring import KeyRing
+
+
+def keyring() -> KeyRing:
+    ring: KeyRing = current_app.extensions["clickcall_keyring"]
+    return ring
+
+
+def access_token_lifetime(grant_type: str) -> int:
+    table: dict[str, int] = current_app.config["OAUTH2_TOKEN_EXPIRES_IN"]
+    return int(table.get(grant_type, current_app.config["ACCESS_TOKEN_TTL"]))
+
+
+def generate_access_token(client: Any, grant_type: str, user: Any, scope: str) -> str:
+    """The Authlib access-token generator: a signed ``at+jwt``."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": current_app.config["AUTH_ISSUER"],
+        "sub": user.id if user is not None else client.client_id,
+        "aud": current_app.config["CALL_AUDIENCE"],
+        "client_id": client.client_id,
+        "scope": scope or "",
+        "iat": now,
+        "exp": now + access_token_lifetime(grant_type),
+        "jti": secrets.token_urlsafe(18),
+    }
+    if user is not None:
+        claims["username"] = user.username
+    key = keyring().current()
+    return jwt.encode(
+        claims,
+        key.private_key,
+        algorithm=key.algorithm,
+        headers={"typ": "at+jwt", "kid": key.kid},
+    )
+
+
+def read_own_token(token: str) -> dict[str, Any] | None:
+    """Verify a token this server issued (for revocation and introspection)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        return None
+    key = keyring().find(str(header.get("kid", "")))
+    if key is None:
+        return None
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.private_key.public_key(),
+            algorithms=[key.algorithm],
+            audience=current_app.config["CALL_AUDIENCE"],
+            issuer=current_app.config["AUTH_ISSUER"],
+            options={"verify_exp": False},
+        )
+    except jwt.InvalidTokenError:
+        return None
+    return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """Claims of a token we just minted ourselves (no need to re-verify)."""
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims

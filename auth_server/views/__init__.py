@@ -1,0 +1,1 @@
+"""Blueprints of the auth server; each view parses, calls a function, renders."""

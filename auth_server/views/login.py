@@ -1,0 +1,149 @@
+"""The original's login and grant pages (HTML, or JSON with ``Accept: application/json``)."""
+
+from __future__ import annotations
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+
+from shared.errors import InvalidCredentials, InvalidRequest
+
+from .. import accounts, flow
+from ..consent import remember_consent
+from ..extensions import limiter
+
+bp = Blueprint("login", __name__)
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def _username_key() -> str:
+    return "login-user:" + (request.form.get("username") or "").strip().lower()[:150]
+
+
+def _page(template: str, status: int = 200, **context: object) -> Response:
+    response = Response(render_template(template, **context), status=status)
+    return response
+
+
+def _login_page(params: dict[str, str], client: object, error: str | None, status: int) -> Response:
+    if flow.wants_json():
+        body: dict[str, object] = {**params, "csrf_token": flow.csrf_token()}
+        if client is not None:
+            body["client_name"] = client.client_name  # type: ignore[attr-defined]
+        if error:
+            body.update(error=InvalidCredentials.error, error_description=error)
+        response = jsonify(body)
+        response.status_code = status
+        return response
+    return _page(
+        "login.html",
+        status,
+        params=params,
+        client=client,
+        error=error,
+        username=request.form.get("username"),
+        csrf_token=flow.csrf_token(),
+    )
+
+
+@bp.route("/auth/login", methods=["GET"])
+def login_form() -> Response:
+    """The login form (or its parameters as JSON); signed-in users go on to consent."""
+    return _login(None)
+
+
+@bp.route("/auth/login", methods=["POST"], endpoint="login")
+@limiter.limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_IP"], deduct_when=_failed, scope="login-ip"
+)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
+    key_func=_username_key,
+    deduct_when=_failed,
+    scope="login-user",
+)
+def login_submit() -> Response:
+    """Check the CSRF token and the password, then continue the OAuth flow (303)."""
+    flow.check_csrf()
+    return _login(request.form.get("username", ""))
+
+
+def _login(username: str | None) -> Response:
+    params = flow.oauth_params()
+    user = flow.current_user()
+    grant = None
+    if params:
+        try:
+            grant = flow.validate_grant(user)
+        except OAuth2Error as error:
+            return flow.oauth_error(error)
+    if username is not None:
+        try:
+            user = accounts.authenticate(username, request.form.get("password", ""))
+        except InvalidCredentials as exc:
+            return _login_page(params, grant.client if grant else None, exc.description, 401)
+        flow.login_user(user)
+    if user is not None and grant is not None:
+        return flow.proceed(grant, user, status=303)
+    if user is not None and username is not None:
+        if flow.wants_json():
+            return jsonify(status="signed_in", username=user.username)
+        return _page("message.html", title="Signed in", message=f"Signed in as {user.username}.")
+    return _login_page(params, grant.client if grant else None, None, 200)
+
+
+@bp.route("/auth/grant", methods=["GET", "POST"])
+def grant() -> Response:
+    """The consent page; POST ``grant=true`` issues the code or token, ``false`` refuses."""
+    if request.method == "POST":
+        flow.check_csrf()
+    params = flow.oauth_params()
+    user = flow.current_user()
+    try:
+        grant = flow.validate_grant(user)
+    except OAuth2Error as error:
+        return flow.oauth_error(error)
+    if user is None:
+        return redirect(flow.with_query("login.login", params), 302)
+    client = grant.client
+    if request.method == "POST":
+        decision = request.form.get("grant", "")
+        if decision == "true":
+            remember_consent(user.id, client.client_id, grant.request.scope)
+            return flow.finish(grant, user, 302)
+        if decision == "false":
+            return flow.finish(grant, None, 302)
+        raise InvalidRequest("Send grant=true to accept or grant=false to refuse.")
+    if flow.wants_json():
+        return jsonify(
+            {
+                **params,
+                "client_name": client.client_name,
+                "scope": grant.request.scope,
+                "username": user.username,
+                "csrf_token": flow.csrf_token(),
+            }
+        )
+    return _page(
+        "grant.html",
+        params=params,
+        client=client,
+        user=user,
+        scopes=(grant.request.scope or "").split(),
+        scope_text=flow.SCOPE_TEXT,
+        redirect_host=flow.redirect_host(grant.redirect_uri),
+        csrf_token=flow.csrf_token(),
+    )
+
+
+@bp.route("/auth/logout", methods=["POST"])
+def logout() -> Response:
+    """End the login session (CSRF-checked when someone is signed in)."""
+    if flow.current_user() is not None:
+        flow.check_csrf()
+    flow.logout_user()
+    if flow.wants_json():
+        return jsonify(status="signed_out")
+    return _page("message.html", title="Signed out", message="You are signed out.")

@@ -1,0 +1,79 @@
+"""Discovery (RFC 8414), the JWKS, the original's /test page, and health checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from sqlalchemy import text
+
+from shared.errors import DBConnectionError
+
+from .. import flow
+from ..extensions import db
+from ..tokens import keyring
+
+bp = Blueprint("meta", __name__)
+
+SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+def metadata() -> dict[str, Any]:
+    issuer = current_app.config["AUTH_ISSUER"]
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/auth",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "scopes_supported": current_app.config["OAUTH2_SCOPES_SUPPORTED"],
+        "response_types_supported": ["code", "token"],
+        "response_modes_supported": ["query", "fragment"],
+        "grant_types_supported": [
+            "authorization_code",
+            "implicit",
+            "refresh_token",
+            "client_credentials",
+        ],
+        "token_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
+        "revocation_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
+        "introspection_endpoint_auth_methods_supported": SECRET_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "service_documentation": f"{issuer}/",
+    }
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def authorization_server_metadata() -> Response:
+    response = jsonify(metadata())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    response = jsonify(keyring().jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/test")
+def test_page() -> Response:
+    """The original's redirect target: the code (query) or the token (fragment) as JSON."""
+    query = request.args.to_dict()
+    if flow.wants_json():
+        return jsonify(query)
+    return Response(render_template("test.html", query_json=json.dumps(query, indent=2)))
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness and readiness: the process answers, the database answers, a key is loaded."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DBConnectionError() from exc
+    keyring().current()
+    return jsonify(status="ok", database="ok")

@@ -1,0 +1,53 @@
+"""Reading settings from the environment, and refusing insecure defaults in production."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unsafe; the message names the variable."""
+
+
+def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    raw = env_str(name, str(default), environ)
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    raw = env_str(name, "true" if default else "false", environ).strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def env_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    raw = env_str(name, "", environ)
+    return [item.strip() for item in raw.replace(",", " ").split() if item.strip()]
+
+
+def is_production(environ: Mapping[str, str] | None = None) -> bool:
+    return env_str("APP_ENV", "development", environ).lower() == "production"
+
+
+def var_dir() -> Path:
+    """The development state folder (``var/`` in the working directory)."""
+    return Path(env_str("CLICKCALL_VAR_DIR", "var"))
+
+
+def require_production_setting(name: str, value: object, bad: bool, why: str) -> None:
+    if bad:
+        raise ConfigError(f"APP_ENV=production refuses {name}={value!r}: {why}")

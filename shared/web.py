@@ -1,0 +1,92 @@
+"""HTTP plumbing shared by both services: turning errors into responses, security headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Flask, Response
+from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .errors import (
+    ClickCallError,
+    DBConnectionError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ObjectDoesNotExist,
+    PayloadTooLarge,
+    ServerError,
+)
+
+log = logging.getLogger("clickcall")
+
+Renderer = Callable[[ClickCallError], Response]
+
+
+def http_exception_to_error(exc: HTTPException) -> ClickCallError:
+    if isinstance(exc, RequestEntityTooLarge) or exc.code == 413:
+        return PayloadTooLarge()
+    if exc.code == 404:
+        return ObjectDoesNotExist("No such URL.")
+    if exc.code == 405:
+        return MethodNotAllowed()
+    if exc.code is not None and 400 <= exc.code < 500:
+        err = InvalidRequest(exc.description or "Bad request.")
+        err.status = exc.code
+        return err
+    return ServerError()
+
+
+def register_error_handlers(app: Flask, render: Renderer) -> None:
+    """Every error becomes ``render(ClickCallError)``; nothing leaks a traceback."""
+
+    @app.errorhandler(ClickCallError)
+    def _clickcall(exc: ClickCallError) -> Response:
+        return render(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        response = render(http_exception_to_error(exc))
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _db_down(exc: Exception) -> Response:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        _rollback(app)
+        return render(DBConnectionError())
+
+    @app.errorhandler(DBAPIError)
+    def _db_error(exc: DBAPIError) -> Response:
+        _rollback(app)
+        if exc.connection_invalidated:
+            return render(DBConnectionError())
+        log.exception("database error")
+        return render(ServerError())
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        _rollback(app)
+        return render(ServerError())
+
+
+def _rollback(app: Flask) -> None:
+    db = app.extensions.get("sqlalchemy")
+    if db is None:
+        return
+    try:
+        db.session.rollback()
+    except Exception:  # pragma: no cover - the connection is already gone
+        log.debug("rollback after a database error failed", exc_info=True)
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
