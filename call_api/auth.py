@@ -1,0 +1,238 @@
+"""Bearer-token validation (PyJWT) against the auth server's public keys.
+
+Keys come from a PEM file (``CALL_PUBLIC_KEY_FILE``) or the JWKS (``CALL_JWKS_URL``),
+cached; an unknown ``kid`` triggers a refresh at most once per
+``CALL_JWKS_MIN_REFRESH_INTERVAL`` seconds, so forged kids cannot make us hammer the auth
+server, and a down auth server leaves the cached keys working.
+
+PyJWT's own ``PyJWKClient`` refetches on every unknown kid with no rate limit and drops the
+cache on a failed fetch; this small class keeps both properties.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import requests
+from flask import Request, current_app
+
+from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
+from shared.keys import load_public_key_pem, thumbprint
+
+log = logging.getLogger("clickcall.call_api")
+
+REALM = "clickcall"
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    kid: str
+    algorithm: str
+    key: Any
+
+
+def public_algorithm(public: Any) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(public, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return "ES256"
+    return "EdDSA"
+
+
+class PemKeySource:
+    """One public key from a PEM file; its kid is its RFC 7638 thumbprint."""
+
+    def __init__(self, path: str) -> None:
+        public = load_public_key_pem(path)
+        alg = public_algorithm(public)
+        self.key = VerificationKey(kid=thumbprint(public), algorithm=alg, key=public)
+
+    def get(self, kid: str) -> VerificationKey | None:
+        return self.key if kid == self.key.kid else None
+
+    def loaded(self) -> bool:
+        return True
+
+
+class JwksKeySource:
+    def __init__(self, url: str, ttl: int, min_interval: int, timeout: int) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self._keys: dict[str, VerificationKey] = {}
+        self._fetched_at = 0.0
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def loaded(self) -> bool:
+        return bool(self._keys)
+
+    def _fetch(self) -> None:
+        self._attempted_at = time.monotonic()
+        try:
+            response = requests.get(self.url, timeout=self.timeout)
+            response.raise_for_status()
+            document = response.json()
+            keys: dict[str, VerificationKey] = {}
+            for item in document.get("keys", []):
+                if item.get("use", "sig") != "sig" or not item.get("kid"):
+                    continue
+                try:
+                    jwk = jwt.PyJWK(item)
+                except (jwt.PyJWKError, jwt.InvalidKeyError):
+                    continue
+                keys[item["kid"]] = VerificationKey(item["kid"], jwk.algorithm_name, jwk.key)
+        except (requests.RequestException, ValueError, AttributeError, TypeError) as exc:
+            log.warning("JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
+            return
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        self.refreshes += 1
+
+    def get(self, kid: str) -> VerificationKey | None:
+        now = time.monotonic()
+        key = self._keys.get(kid)
+        stale = now - self._fetched_at > self.ttl
+        if key is not None and not stale:
+            return key
+        with self._lock:
+            key = self._keys.get(kid)
+            stale = time.monotonic() - self._fetched_at > self.ttl
+            if (key is None or stale) and time.monotonic() - self._attempted_at >= self.min_interval:
+                self._fetch()
+            return self._keys.get(kid)
+
+
+def key_source_from_config(config: dict[str, Any]) -> PemKeySource | JwksKeySource:
+    if config.get("CALL_PUBLIC_KEY_FILE"):
+        return PemKeySource(config["CALL_PUBLIC_KEY_FILE"])
+    return JwksKeySource(
+        config["CALL_JWKS_URL"],
+        ttl=config["CALL_JWKS_CACHE_TTL"],
+        min_interval=config["CALL_JWKS_MIN_REFRESH_INTERVAL"],
+        timeout=config["CALL_JWKS_TIMEOUT"],
+    )
+
+
+def _challenge(error: str | None = None, description: str | None = None,
+               scope: str | None = None) -> dict[str, str]:
+    parts = [f'realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{description}"')
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return {"WWW-Authenticate": "Bearer " + ", ".join(parts)}
+
+
+def invalid_token(description: str) -> InvalidToken:
+    return InvalidToken(description, headers=_challenge("invalid_token", description))
+
+
+def extract_token(request: Request, allow_query: bool) -> tuple[str, str]:
+    """The bearer token and where it came from (RFC 6750 §2, plus the original's header)."""
+    found: list[tuple[str, str]] = []
+    for header in ("Authorization", "Authentication"):
+        value = request.headers.get(header)
+        if value is None:
+            continue
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise invalid_token(f"The {header} header must be 'Bearer <token>'.")
+        found.append((token.strip(), "header"))
+    if "access_token" in request.args:
+        if not allow_query:
+            raise invalid_token("Tokens in the query string are disabled; use the header.")
+        found.append((request.args["access_token"], "query"))
+    if request.mimetype == "application/x-www-form-urlencoded" and request.method != "GET":
+        if "access_token" in request.form:
+            found.append((request.form["access_token"], "form"))
+    if not found:
+        raise MissingToken(headers=_challenge())
+    if len(found) > 1:
+        description = "Send the access token in exactly one place."
+        err = InvalidRequest(description, headers=_challenge("invalid_request", description))
+        raise err
+    token, where = found[0]
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise invalid_token("The access token is too long.")
+    return token, where
+
+
+def verify_token(token: str, source: PemKeySource | JwksKeySource, config: dict[str, Any]) -> dict[str, Any]:
+    """Claims of a valid RFC 9068 access token, or ``InvalidToken`` saying why not."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise invalid_token("The access token is not a JWT.") from None
+    alg = header.get("alg")
+    if alg not in config["CALL_ALGORITHMS"]:
+        raise invalid_token("The access token is signed with an algorithm that is not accepted.")
+    typ = str(header.get("typ", "")).lower()
+    if typ not in ("at+jwt", "application/at+jwt"):
+        raise invalid_token("The token is not an access token (typ must be at+jwt).")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise invalid_token("The access token has no key id (kid).")
+    key = source.get(kid)
+    if key is None:
+        raise invalid_token("The access token is signed by an unknown key.")
+    if key.algorithm != alg:
+        raise invalid_token("The access token's algorithm does not match its key.")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=[alg],
+            audience=config["CALL_AUDIENCE"],
+            issuer=config["AUTH_ISSUER"],
+            leeway=config["CALL_TOKEN_LEEWAY"],
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "client_id"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise invalid_token("The access token has expired.") from None
+    except jwt.ImmatureSignatureError:
+        raise invalid_token("The access token is not valid yet.") from None
+    except jwt.InvalidAudienceError:
+        raise invalid_token("The access token is for another audience.") from None
+    except jwt.InvalidIssuerError:
+        raise invalid_token("The access token is from another issuer.") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise invalid_token(f"The access token lacks the {exc.claim!r} claim.") from None
+    except jwt.InvalidTokenError:
+        raise invalid_token("The access token signature or claims are invalid.") from None
+    if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
+        raise invalid_token("The access token has an unusable subject.")
+    if not isinstance(claims.get("client_id"), str) or len(claims["client_id"]) > 64:
+        raise invalid_token("The access token has an unusable client_id.")
+    if claims["iat"] > time.time() + config["CALL_TOKEN_LEEWAY"]:
+        raise invalid_token("The access token was issued in the future.")
+    return claims
+
+
+def require_scope(claims: dict[str, Any], scope: str) -> None:
+    if scope not in str(claims.get("scope", "")).split():
+        description = f"This endpoint needs the '{scope}' scope."
+        raise InsufficientScope(
+            description, headers=_challenge("insufficient_scope", description, scope)
+        )
+
+
+def authenticate(request: Request, scope: str) -> dict[str, Any]:
+    """Extract, verify and scope-check the request's token; returns its claims."""
+    config = current_app.config
+    token, _where = extract_token(request, config["CALL_ALLOW_QUERY_TOKEN"])
+    claims = verify_token(token, current_app.extensions["clickcall_keys"], config)  # type: ignore[arg-type]
+    require_scope(claims, scope)
+    return claims

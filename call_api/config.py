@@ -1,0 +1,87 @@
+"""The call API's settings: defaults, then the environment, then a test mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from shared.config import (
+    ConfigError,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    is_production,
+    require_production_setting,
+    var_dir,
+)
+from shared.db import engine_options, normalise_url
+from shared.keys import SUPPORTED_ALGORITHMS
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    production = is_production(env)
+    database_url = normalise_url(env_str("CALL_DATABASE_URL", f"sqlite:///{var_dir()}/calls.db", env))
+    issuer = env_str("AUTH_ISSUER", "http://127.0.0.1:8888", env).rstrip("/")
+    algorithms = env_list("CALL_ALGORITHMS", env) or ["RS256"]
+    statement_timeout = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, env)
+    return {
+        "APP_ENV": "production" if production else "development",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, statement_timeout),
+        "AUTH_ISSUER": issuer,
+        "CALL_AUDIENCE": env_str("CALL_AUDIENCE", "http://127.0.0.1:8889", env),
+        "CALL_JWKS_URL": env_str("CALL_JWKS_URL", f"{issuer}/.well-known/jwks.json", env),
+        "CALL_PUBLIC_KEY_FILE": env_str("CALL_PUBLIC_KEY_FILE", "", env) or None,
+        "CALL_ALGORITHMS": algorithms,
+        "CALL_TOKEN_LEEWAY": env_int("CALL_TOKEN_LEEWAY", 30, env),
+        "CALL_JWKS_CACHE_TTL": env_int("CALL_JWKS_CACHE_TTL", 300, env),
+        "CALL_JWKS_MIN_REFRESH_INTERVAL": env_int("CALL_JWKS_MIN_REFRESH_INTERVAL", 10, env),
+        "CALL_JWKS_TIMEOUT": env_int("CALL_JWKS_TIMEOUT", 3, env),
+        "CALL_MAX_ONGOING_DEFAULT": env_int("CALL_MAX_ONGOING_DEFAULT", 2, env),
+        "CALL_MAX_DURATION": env_int("CALL_MAX_DURATION", 14400, env),
+        "CALL_DEFAULT_REGION": env_str("CALL_DEFAULT_REGION", "", env) or None,
+        "CALL_ALLOW_QUERY_TOKEN": env_bool("CALL_ALLOW_QUERY_TOKEN", True, env),
+        "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
+        "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 16 * 1024, env),
+        "JSON_SORT_KEYS": False,
+    }
+
+
+def finalise(cfg: dict[str, Any]) -> None:
+    """Check the settings; in production refuse development defaults, naming the variable."""
+    for alg in cfg["CALL_ALGORITHMS"]:
+        if alg not in SUPPORTED_ALGORITHMS:
+            raise ConfigError(
+                f"CALL_ALGORITHMS has {alg!r}; only {', '.join(SUPPORTED_ALGORITHMS)} are allowed"
+            )
+    if cfg["CALL_MAX_ONGOING_DEFAULT"] < 0:
+        raise ConfigError("CALL_MAX_ONGOING_DEFAULT must be 0 or more")
+    if cfg["CALL_MAX_DURATION"] <= 0:
+        raise ConfigError("CALL_MAX_DURATION must be positive")
+    if cfg["APP_ENV"] != "production":
+        return
+    backend = make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
+    require_production_setting(
+        "CALL_DATABASE_URL",
+        cfg["SQLALCHEMY_DATABASE_URI"].split("@")[-1],
+        backend == "sqlite",
+        "use PostgreSQL (postgresql://…)",
+    )
+    require_production_setting(
+        "AUTH_ISSUER",
+        cfg["AUTH_ISSUER"],
+        not cfg["AUTH_ISSUER"].startswith("https://"),
+        "the issuer must be an https:// URL",
+    )
+    if not cfg["CALL_PUBLIC_KEY_FILE"]:
+        require_production_setting(
+            "CALL_JWKS_URL",
+            cfg["CALL_JWKS_URL"],
+            not cfg["CALL_JWKS_URL"].startswith("https://"),
+            "fetch keys over https:// (or set CALL_PUBLIC_KEY_FILE)",
+        )

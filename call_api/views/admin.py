@@ -1,0 +1,96 @@
+"""The small admin interface (scope ``admin``, client-credentials tokens)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, url_for
+
+from shared.errors import InvalidRequest
+
+from .. import calls
+from ..auth import authenticate
+from ..render import respond
+from .params import body, int_arg
+from .rest import policy
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+MAX_SUBJECT = 255
+
+
+@bp.before_request
+def _require_admin() -> None:
+    authenticate(request, "admin")
+
+
+def _subject(sub: str) -> str:
+    if not sub or len(sub) > MAX_SUBJECT:
+        raise InvalidRequest(f"The subject must be 1–{MAX_SUBJECT} characters.")
+    return sub
+
+
+def _summary(sub: str) -> dict[str, object]:
+    summary = calls.user_summary(sub, policy())
+    summary["recent_calls"] = [calls.as_dict(c) for c in summary["recent_calls"]]
+    return summary
+
+
+@bp.get("/users/<path:sub>/calls")
+def user_calls(sub: str) -> Response:
+    """A user's calls, newest first, paginated; ``status`` = ongoing | ended | all."""
+    sub = _subject(sub)
+    status = request.args.get("status", "all")
+    if status not in ("ongoing", "ended", "all"):
+        raise InvalidRequest("status must be ongoing, ended or all.")
+    page = int_arg("page", 1, 1, 1_000_000)
+    per_page = int_arg("per_page", 20, 1, 100)
+    rows, total = calls.list_calls(sub, policy(), status, page, per_page)
+    more = page * per_page < total
+    return respond(
+        {
+            "subject": sub,
+            "status": status,
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "next": url_for("admin.user_calls", sub=sub, status=status, page=page + 1,
+                            per_page=per_page) if more else None,
+            "calls": [calls.as_dict(c) for c in rows],
+        },
+        root="response",
+    )
+
+
+@bp.get("/users/<path:sub>")
+def user(sub: str) -> Response:
+    """A user's limit, ongoing count and recent calls."""
+    return respond(_summary(_subject(sub)), root="user")
+
+
+@bp.put("/users/<path:sub>/limit")
+def user_limit(sub: str) -> Response:
+    """Set ``{"max_ongoing": N}`` (``null`` returns the user to the default)."""
+    sub = _subject(sub)
+    data = body()
+    if "max_ongoing" not in data:
+        raise InvalidRequest("The 'max_ongoing' parameter is required.")
+    raw = data["max_ongoing"]
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        raw = int(raw)
+    if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
+        raise InvalidRequest(f"max_ongoing must be an integer from 0 to {calls.MAX_LIMIT} or null.")
+    calls.set_limit(sub, raw)
+    return respond(_summary(sub), root="user")
+
+
+@bp.get("/calls/<token_call>")
+def call(token_call: str) -> Response:
+    """Any user's call."""
+    return respond(calls.as_dict(calls.get_call(token_call, policy())), root="call")
+
+
+@bp.post("/calls/<token_call>/end")
+def force_end(token_call: str) -> Response:
+    """Force-end a call (``end_reason: admin``); an ended call is returned unchanged."""
+    return respond(
+        calls.as_dict(calls.end_call(token_call, policy(), reason="admin")), root="call"
+    )
