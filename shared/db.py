@@ -20,6 +20,9 @@ def normalise_url(url: str) -> str:
     """Accept ``postgres://`` (Heroku style) and make SQLite folders exist."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; this project ships psycopg2.
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
