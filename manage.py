@@ -15,7 +15,15 @@ import sys
 import threading
 from types import FrameType
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class QuietHandler(WSGIRequestHandler):
+    """The apps log one JSON line per request (without query strings, which may hold
+    tokens or codes); the dev server's own access line would repeat the full URL."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_calls()
 
     servers = [
-        make_server(args.host, args.auth_port, auth_app, threaded=True),
-        make_server(args.host, args.call_port, call_app, threaded=True),
+        make_server(args.host, args.auth_port, auth_app, threaded=True, request_handler=QuietHandler),
+        make_server(args.host, args.call_port, call_app, threaded=True, request_handler=QuietHandler),
     ]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 
 from shared.errors import ClickCallError
+from shared.logs import configure_logging, install_request_logging
 from shared.web import register_error_handlers
 
 from .config import finalise, load_config
@@ -61,7 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             allow_headers=["Authorization", "Content-Type"],
             methods=["GET", "POST", "OPTIONS"],
         )
-    logging.getLogger("clickcall").setLevel(logging.INFO)
+    configure_logging()
+    install_request_logging(app, "auth_server")
     return app
 
 

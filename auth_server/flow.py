@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
 from flask import Response, jsonify, redirect, render_template, request, session, url_for
 
 from shared.errors import CSRFError
@@ -95,7 +96,18 @@ def oauth_error(error: OAuth2Error) -> Response:
 
 def validate_grant(user: User | None) -> Any:
     """Authlib's validation of the authorization request; raises ``OAuth2Error``."""
-    return authorization.get_consent_grant(end_user=user)
+    try:
+        return authorization.get_consent_grant(end_user=user)
+    except UnsupportedResponseTypeError as error:
+        if request.values.get("response_type"):
+            raise
+        # RFC 6749 §4.1.2.1: a missing parameter is invalid_request (Authlib says
+        # unsupported_response_type). Same validated redirect URI (or none) and state.
+        raise InvalidRequestError(
+            "Missing 'response_type' parameter.",
+            state=error.state,
+            redirect_uri=error.redirect_uri,
+        ) from error
 
 
 def finish(grant: Any, user: User | None, status: int = 302) -> Response:

@@ -8,6 +8,7 @@ import secrets
 import time
 import uuid
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
 from authlib.oauth2.rfc6749 import scope_to_list
@@ -63,6 +64,26 @@ def check_client_secret_hash(stored: str | None, secret: str) -> bool:
     return hmac.compare_digest(candidate.hexdigest(), digest)
 
 
+LOOPBACK_IPS = ("127.0.0.1", "[::1]", "localhost")
+
+
+def _same_loopback_but_port(registered: str, candidate: str) -> bool:
+    try:
+        reg, cand = urlsplit(registered), urlsplit(candidate)
+        cand_port = cand.port
+    except ValueError:
+        return False
+    if reg.scheme != "http" or cand.scheme != "http":
+        return False
+    host = reg.netloc.rsplit(":", 1)[0] if not reg.netloc.startswith("[") else reg.netloc.split("]")[0] + "]"
+    cand_host = cand.netloc.rsplit(":", 1)[0] if not cand.netloc.startswith("[") else cand.netloc.split("]")[0] + "]"
+    if host not in LOOPBACK_IPS or cand_host != host or "@" in cand.netloc:
+        return False
+    if cand_port is None and cand.netloc != cand_host:
+        return False
+    return (reg.path, reg.query, reg.fragment) == (cand.path, cand.query, cand.fragment)
+
+
 class User(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "users"
 
@@ -93,6 +114,19 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         return check_client_secret_hash(self.client_secret, client_secret)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        """Exact string match; only native public clients on loopback may vary the port.
+
+        RFC 8252 §7.3: a native app listening on ``http://127.0.0.1:{any port}/path`` cannot
+        know its port in advance. Nothing else (scheme, host, path, query) may differ.
+        """
+        if redirect_uri in self.redirect_uris:
+            return True
+        if not self.is_public:
+            return False
+        return any(_same_loopback_but_port(registered, redirect_uri)
+                   for registered in self.redirect_uris)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         """Public clients use ``none``; confidential ones either secret method."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from shared.db import configure_engine
+from shared.logs import configure_logging, install_request_logging
 from shared.web import register_error_handlers
 
 from .auth import key_source_from_config
@@ -49,7 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             methods=["GET", "POST", "PUT", "OPTIONS"],
             supports_credentials=False,
         )
-    logging.getLogger("clickcall").setLevel(logging.INFO)
+    configure_logging()
+    install_request_logging(app, "call_api")
     return app
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import jwt
 import requests
-from flask import Request, current_app
+from flask import Request, current_app, g
 
 from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
 from shared.keys import load_public_key_pem, thumbprint
@@ -234,5 +234,6 @@ def authenticate(request: Request, scope: str) -> dict[str, Any]:
     config = current_app.config
     token, _where = extract_token(request, config["CALL_ALLOW_QUERY_TOKEN"])
     claims = verify_token(token, current_app.extensions["clickcall_keys"], config)  # type: ignore[arg-type]
+    g.claims = claims  # for the request log (client_id, subject): never the token itself
     require_scope(claims, scope)
     return claims

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, Response, redirect
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from flask import Blueprint, Response, redirect, request
 
 from .. import flow
 from ..extensions import authorization
@@ -26,6 +27,11 @@ def authorize() -> Response:
 
 @bp.route("/oauth/token", methods=["POST"])
 def issue_token() -> Response:
+    if not request.form.get("grant_type"):
+        # RFC 6749 §5.2: a missing parameter is invalid_request (Authlib says
+        # unsupported_grant_type, which is for grant types the server does not offer).
+        error = InvalidRequestError("Missing 'grant_type' parameter.")
+        return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
     return authorization.create_token_response()  # type: ignore[no-any-return]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from shared.errors import InvalidRequest
 
@@ -23,9 +23,7 @@ def policy() -> calls.Policy:
 
 
 def _claims() -> dict[str, object]:
-    claims = authenticate(request, "call")
-    g.claims = claims
-    return claims
+    return authenticate(request, "call")
 
 
 @bp.post("/rest/call")
