@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_calls()
 
     servers = [
-        make_server(args.host, args.auth_port, auth_app, threaded=True, request_handler=QuietHandler),
-        make_server(args.host, args.call_port, call_app, threaded=True, request_handler=QuietHandler),
+        make_server(
+            args.host, args.auth_port, auth_app, threaded=True, request_handler=QuietHandler
+        ),
+        make_server(
+            args.host, args.call_port, call_app, threaded=True, request_handler=QuietHandler
+        ),
     ]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for thread in threads:

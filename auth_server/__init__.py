@@ -18,8 +18,12 @@ from .keyring import KeyRing
 from .oauth2 import config_oauth
 
 # Paths a browser app on another origin may call (never the login or consent pages).
-CORS_PATHS = ("/oauth/token", "/oauth/revoke", "/.well-known/jwks.json",
-              "/.well-known/oauth-authorization-server")
+CORS_PATHS = (
+    "/oauth/token",
+    "/oauth/revoke",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -70,8 +74,12 @@ def render_error(exc: ClickCallError) -> Response:
     """JSON for API callers and ``Accept: application/json``, the error page otherwise."""
     from .flow import wants_json
 
-    if request.path.startswith(("/oauth/token", "/oauth/revoke", "/oauth/introspect",
-                                "/.well-known", "/healthz")) or wants_json():
+    if (
+        request.path.startswith(
+            ("/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known", "/healthz")
+        )
+        or wants_json()
+    ):
         response = jsonify(exc.body())
     else:
         response = Response(

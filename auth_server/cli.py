@@ -123,7 +123,9 @@ def clients_list() -> None:
 def clients_show(client_id: str) -> None:
     """Show one client (never its secret)."""
     try:
-        click.echo(json.dumps(client_service.describe(client_service.get_client(client_id)), indent=2))
+        click.echo(
+            json.dumps(client_service.describe(client_service.get_client(client_id)), indent=2)
+        )
     except ClickCallError as exc:
         _fail(exc)
 
@@ -186,8 +188,15 @@ def keys_list() -> None:
     store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
     current = store.current()
     for key in store.keys():
-        click.echo(json.dumps({"kid": key.kid, "alg": key.algorithm,
-                               "current": current is not None and key.kid == current.kid}))
+        click.echo(
+            json.dumps(
+                {
+                    "kid": key.kid,
+                    "alg": key.algorithm,
+                    "current": current is not None and key.kid == current.kid,
+                }
+            )
+        )
 
 
 @main.command("demo")

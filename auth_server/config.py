@@ -39,7 +39,9 @@ def _dev_secret_key() -> str:
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     production = is_production(env)
-    database_url = normalise_url(env_str("AUTH_DATABASE_URL", f"sqlite:///{var_dir()}/auth.db", env))
+    database_url = normalise_url(
+        env_str("AUTH_DATABASE_URL", f"sqlite:///{var_dir()}/auth.db", env)
+    )
     ttl = env_int("ACCESS_TOKEN_TTL", 3600, env)
     implicit_ttl = env_int("IMPLICIT_TOKEN_TTL", min(ttl, 900), env)
     secret_key = env_str("AUTH_SECRET_KEY", "", env)

@@ -7,7 +7,7 @@ import hmac
 import secrets
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
@@ -28,7 +28,7 @@ from .extensions import db
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -75,8 +75,16 @@ def _same_loopback_but_port(registered: str, candidate: str) -> bool:
         return False
     if reg.scheme != "http" or cand.scheme != "http":
         return False
-    host = reg.netloc.rsplit(":", 1)[0] if not reg.netloc.startswith("[") else reg.netloc.split("]")[0] + "]"
-    cand_host = cand.netloc.rsplit(":", 1)[0] if not cand.netloc.startswith("[") else cand.netloc.split("]")[0] + "]"
+    host = (
+        reg.netloc.rsplit(":", 1)[0]
+        if not reg.netloc.startswith("[")
+        else reg.netloc.split("]")[0] + "]"
+    )
+    cand_host = (
+        cand.netloc.rsplit(":", 1)[0]
+        if not cand.netloc.startswith("[")
+        else cand.netloc.split("]")[0] + "]"
+    )
     if host not in LOOPBACK_IPS or cand_host != host or "@" in cand.netloc:
         return False
     if cand_port is None and cand.netloc != cand_host:
@@ -125,8 +133,9 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
             return True
         if not self.is_public:
             return False
-        return any(_same_loopback_but_port(registered, redirect_uri)
-                   for registered in self.redirect_uris)
+        return any(
+            _same_loopback_but_port(registered, redirect_uri) for registered in self.redirect_uris
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         """Public clients use ``none``; confidential ones either secret method."""

@@ -108,7 +108,9 @@ class JwksKeySource:
         with self._lock:
             key = self._keys.get(kid)
             stale = time.monotonic() - self._fetched_at > self.ttl
-            if (key is None or stale) and time.monotonic() - self._attempted_at >= self.min_interval:
+            if (
+                key is None or stale
+            ) and time.monotonic() - self._attempted_at >= self.min_interval:
                 self._fetch()
             return self._keys.get(kid)
 
@@ -124,8 +126,9 @@ def key_source_from_config(config: dict[str, Any]) -> PemKeySource | JwksKeySour
     )
 
 
-def _challenge(error: str | None = None, description: str | None = None,
-               scope: str | None = None) -> dict[str, str]:
+def _challenge(
+    error: str | None = None, description: str | None = None, scope: str | None = None
+) -> dict[str, str]:
     parts = [f'realm="{REALM}"']
     if error:
         parts.append(f'error="{error}"')
@@ -170,7 +173,9 @@ def extract_token(request: Request, allow_query: bool) -> tuple[str, str]:
     return token, where
 
 
-def verify_token(token: str, source: PemKeySource | JwksKeySource, config: dict[str, Any]) -> dict[str, Any]:
+def verify_token(
+    token: str, source: PemKeySource | JwksKeySource, config: dict[str, Any]
+) -> dict[str, Any]:
     """Claims of a valid RFC 9068 access token, or ``InvalidToken`` saying why not."""
     try:
         header = jwt.get_unverified_header(token)

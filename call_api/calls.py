@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -45,7 +45,7 @@ class Started:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _cutoff(policy: Policy, now: datetime) -> datetime:
@@ -69,9 +69,7 @@ def _ensure_user(subject: str) -> None:
 
 def _lock_user(subject: str) -> CallUser:
     _ensure_user(subject)
-    user = db.session.scalar(
-        select(CallUser).where(CallUser.subject == subject).with_for_update()
-    )
+    user = db.session.scalar(select(CallUser).where(CallUser.subject == subject).with_for_update())
     assert user is not None
     return user
 
@@ -123,9 +121,9 @@ def limit_for(user: CallUser | None, policy: Policy) -> int:
 def ongoing_count(subject: str) -> int:
     return int(
         db.session.scalar(
-            select(func.count()).select_from(Call).where(
-                Call.subject == subject, Call.status == "ongoing"
-            )
+            select(func.count())
+            .select_from(Call)
+            .where(Call.subject == subject, Call.status == "ongoing")
         )
         or 0
     )
@@ -318,4 +316,4 @@ def as_dict(call: Call) -> dict[str, Any]:
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

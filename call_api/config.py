@@ -25,7 +25,9 @@ from shared.keys import SUPPORTED_ALGORITHMS
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     production = is_production(env)
-    database_url = normalise_url(env_str("CALL_DATABASE_URL", f"sqlite:///{var_dir()}/calls.db", env))
+    database_url = normalise_url(
+        env_str("CALL_DATABASE_URL", f"sqlite:///{var_dir()}/calls.db", env)
+    )
     issuer = env_str("AUTH_ISSUER", "http://127.0.0.1:8888", env).rstrip("/")
     algorithms = env_list("CALL_ALGORITHMS", env) or ["RS256"]
     statement_timeout = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, env)

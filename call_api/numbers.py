@@ -32,7 +32,8 @@ def normalise_number(raw: object, default_region: str | None = None) -> str:
             phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "it is too short",
             phonenumbers.NumberParseException.TOO_LONG: "it is too long",
         }
-        raise InvalidNumber(f"The number cannot be called: {reasons.get(exc.error_type, exc)}.")
+        reason = reasons.get(exc.error_type, str(exc))
+        raise InvalidNumber(f"The number cannot be called: {reason}.") from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidNumber("The number cannot be called: it has the wrong length for its country.")
     if not phonenumbers.is_valid_number(parsed):

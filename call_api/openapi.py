@@ -30,7 +30,9 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}, "application/xml": {"schema": schema}}
 
 
-def _ok(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def _ok(
+    description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"description": description, "content": _content(schema)}
     if headers:
         out["headers"] = headers
@@ -43,7 +45,10 @@ def _errors(*codes: str) -> dict[str, Any]:
         out[code] = {"description": ERRORS[code], "content": _content(_ref("Error"))}
         if code in ("401", "403"):
             out[code]["headers"] = {
-                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "RFC 6750 challenge"}
+                "WWW-Authenticate": {
+                    "schema": {"type": "string"},
+                    "description": "RFC 6750 challenge",
+                }
             }
     return out
 
@@ -55,11 +60,19 @@ FORMAT = {
     "schema": {"type": "string", "enum": ["json", "xml"]},
     "description": "Response format (instead of the Accept header).",
 }
-SUB = {"name": "sub", "in": "path", "required": True,
-       "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-       "description": "The user's stable id (the token's `sub`)."}
-TOKEN_CALL = {"name": "token_call", "in": "path", "required": True,
-              "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
+SUB = {
+    "name": "sub",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "The user's stable id (the token's `sub`).",
+}
+TOKEN_CALL = {
+    "name": "token_call",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+}
 COMMON_AUTH_ERRORS = ("400", "401", "403", "406", "503")
 
 
@@ -85,10 +98,19 @@ def spec() -> dict[str, Any]:
                     "summary": "Start a call session",
                     "operationId": "createCall",
                     "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 255,
-                                    "pattern": "^[!-~]+$"},
-                         "description": "Retries with the same key and body return the same call."},
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 255,
+                                "pattern": "^[!-~]+$",
+                            },
+                            "description": "Retries with the same key and body return the "
+                            "same call.",
+                        },
                         FORMAT,
                     ],
                     "requestBody": {
@@ -99,10 +121,16 @@ def spec() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _ok("The call, started (or replayed for a repeated Idempotency-Key).",
-                                   _ref("Call"),
-                                   {"Location": {"schema": {"type": "string"},
-                                                 "description": "/rest/call?token_call=…"}}),
+                        "201": _ok(
+                            "The call, started (or replayed for a repeated Idempotency-Key).",
+                            _ref("Call"),
+                            {
+                                "Location": {
+                                    "schema": {"type": "string"},
+                                    "description": "/rest/call?token_call=…",
+                                }
+                            },
+                        ),
                         **_errors(*COMMON_AUTH_ERRORS, "409", "413", "415", "422"),
                     },
                 },
@@ -126,14 +154,20 @@ def spec() -> dict[str, Any]:
                     "summary": "Read one call, or list the caller's ongoing calls",
                     "operationId": "readCalls",
                     "parameters": [
-                        {"name": "token_call", "in": "query", "required": False,
-                         "schema": {"type": "string"},
-                         "description": "Without it: the caller's ongoing calls."},
+                        {
+                            "name": "token_call",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "Without it: the caller's ongoing calls.",
+                        },
                         FORMAT,
                     ],
                     "responses": {
-                        "200": _ok("One call, or `{calls: [...]}`.",
-                                   {"oneOf": [_ref("Call"), _ref("CallList")]}),
+                        "200": _ok(
+                            "One call, or `{calls: [...]}`.",
+                            {"oneOf": [_ref("Call"), _ref("CallList")]},
+                        ),
                         **_errors(*COMMON_AUTH_ERRORS, "404"),
                     },
                 },
@@ -155,15 +189,38 @@ def spec() -> dict[str, Any]:
                     "operationId": "adminUserCalls",
                     "parameters": [
                         SUB,
-                        {"name": "status", "in": "query", "required": False,
-                         "schema": {"type": "string", "enum": ["ongoing", "ended", "all"],
-                                    "default": "all"}},
-                        {"name": "page", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000000,
-                                    "default": 1}},
-                        {"name": "per_page", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 100,
-                                    "default": 20}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "enum": ["ongoing", "ended", "all"],
+                                "default": "all",
+                            },
+                        },
+                        {
+                            "name": "page",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 1000000,
+                                "default": 1,
+                            },
+                        },
+                        {
+                            "name": "per_page",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 100,
+                                "default": 20,
+                            },
+                        },
                         FORMAT,
                     ],
                     "responses": {
@@ -217,8 +274,12 @@ def spec() -> dict[str, Any]:
                     "summary": "This document",
                     "operationId": "openapi",
                     "security": [],
-                    "responses": {"200": {"description": "OpenAPI 3.1",
-                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 },
             },
             "/healthz": {
@@ -227,10 +288,14 @@ def spec() -> dict[str, Any]:
                     "operationId": "healthz",
                     "security": [],
                     "responses": {
-                        "200": {"description": "Up, database reachable",
-                                "content": {"application/json": {"schema": _ref("Health")}}},
-                        "503": {"description": ERRORS["503"],
-                                "content": {"application/json": {"schema": _ref("Error")}}},
+                        "200": {
+                            "description": "Up, database reachable",
+                            "content": {"application/json": {"schema": _ref("Health")}},
+                        },
+                        "503": {
+                            "description": ERRORS["503"],
+                            "content": {"application/json": {"schema": _ref("Error")}},
+                        },
                     },
                 },
             },
@@ -243,8 +308,13 @@ def spec() -> dict[str, Any]:
                 "NewCall": {
                     "type": "object",
                     "required": ["number"],
-                    "properties": {"number": {"type": "string", "examples": ["+14155550123"],
-                                              "description": "Any format phonenumbers parses; stored as E.164."}},
+                    "properties": {
+                        "number": {
+                            "type": "string",
+                            "examples": ["+14155550123"],
+                            "description": "Any format phonenumbers parses; stored as E.164.",
+                        }
+                    },
                 },
                 "EndCall": {
                     "type": "object",
@@ -254,13 +324,23 @@ def spec() -> dict[str, Any]:
                 "Limit": {
                     "type": "object",
                     "required": ["max_ongoing"],
-                    "properties": {"max_ongoing": {"type": ["integer", "null"], "minimum": 0,
-                                                   "maximum": 10000}},
+                    "properties": {
+                        "max_ongoing": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000}
+                    },
                 },
                 "Call": {
                     "type": "object",
-                    "required": ["token_call", "number", "status", "started_at", "ended_at",
-                                 "duration", "end_reason", "client_id", "subject"],
+                    "required": [
+                        "token_call",
+                        "number",
+                        "status",
+                        "started_at",
+                        "ended_at",
+                        "duration",
+                        "end_reason",
+                        "client_id",
+                        "subject",
+                    ],
                     "properties": {
                         "token_call": {"type": "string"},
                         "number": {"type": "string", "pattern": "^\\+[1-9][0-9]{1,14}$"},
@@ -293,7 +373,13 @@ def spec() -> dict[str, Any]:
                 },
                 "UserSummary": {
                     "type": "object",
-                    "required": ["subject", "max_ongoing", "limit_source", "ongoing", "recent_calls"],
+                    "required": [
+                        "subject",
+                        "max_ongoing",
+                        "limit_source",
+                        "ongoing",
+                        "recent_calls",
+                    ],
                     "properties": {
                         "subject": {"type": "string"},
                         "max_ongoing": {"type": "integer"},
@@ -315,8 +401,11 @@ def spec() -> dict[str, Any]:
                 "Health": {
                     "type": "object",
                     "required": ["status"],
-                    "properties": {"status": {"type": "string"}, "database": {"type": "string"},
-                                   "keys": {"type": "string"}},
+                    "properties": {
+                        "status": {"type": "string"},
+                        "database": {"type": "string"},
+                        "keys": {"type": "string"},
+                    },
                 },
             },
         },

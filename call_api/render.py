@@ -55,8 +55,11 @@ def _xml_value(parent: ET.Element, key: str, value: Any) -> None:
 def _xml_safe(text: str) -> str:
     """Drop characters XML 1.0 cannot carry (validation keeps them out, this is the backstop)."""
     return "".join(
-        ch for ch in text
-        if ch in "\t\n\r" or 0x20 <= ord(ch) <= 0xD7FF or 0xE000 <= ord(ch) <= 0xFFFD
+        ch
+        for ch in text
+        if ch in "\t\n\r"
+        or 0x20 <= ord(ch) <= 0xD7FF
+        or 0xE000 <= ord(ch) <= 0xFFFD
         or 0x10000 <= ord(ch) <= 0x10FFFF
     )
 
@@ -68,8 +71,9 @@ def to_xml(root: str, body: dict[str, Any]) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(element, encoding="utf-8")
 
 
-def respond(body: dict[str, Any], status: int = 200, root: str = "response",
-            xml: bool | None = None) -> Response:
+def respond(
+    body: dict[str, Any], status: int = 200, root: str = "response", xml: bool | None = None
+) -> Response:
     use_xml = wants_xml() if xml is None else xml
     if use_xml:
         response = Response(to_xml(root, body), status=status, mimetype=XML)

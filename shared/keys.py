@@ -55,7 +55,11 @@ def public_jwk(public_key: PublicKeyTypes) -> dict[str, str]:
 def thumbprint(public_key: PublicKeyTypes) -> str:
     """RFC 7638 JWK thumbprint (SHA-256), used as the ``kid``."""
     jwk = public_jwk(public_key)
-    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+    required = {
+        "RSA": ("e", "kty", "n"),
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+    }
     members = {k: jwk[k] for k in required[jwk["kty"]]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return _b64(hashlib.sha256(canonical).digest())

@@ -58,8 +58,8 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def pg_url(dbname: str) -> str:
-    return sa.engine.make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(
-        hide_password=False
+    return (
+        sa.engine.make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(hide_password=False)
     )
 
 
@@ -304,15 +304,24 @@ def user(auth_app: Flask) -> UserInfo:
 
 @pytest.fixture
 def web_client(auth_app: Flask) -> ClientInfo:
-    return make_client(auth_app, "Web app", grant_types=("authorization_code", "implicit",
-                                                          "refresh_token"),
-                       response_types=("code", "token"))
+    return make_client(
+        auth_app,
+        "Web app",
+        grant_types=("authorization_code", "implicit", "refresh_token"),
+        response_types=("code", "token"),
+    )
 
 
 @pytest.fixture
 def admin_client(auth_app: Flask) -> ClientInfo:
-    return make_client(auth_app, "Admin", redirect_uris=[], grant_types=("client_credentials",),
-                       response_types=(), scope="admin")
+    return make_client(
+        auth_app,
+        "Admin",
+        redirect_uris=[],
+        grant_types=("client_credentials",),
+        response_types=(),
+        scope="admin",
+    )
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -345,8 +354,12 @@ class Flow:
         return str(token)
 
     def login(self, user: UserInfo, **params: str) -> Any:
-        data = {**params, "username": user.username, "password": user.password,
-                "csrf_token": self.csrf()}
+        data = {
+            **params,
+            "username": user.username,
+            "password": user.password,
+            "csrf_token": self.csrf(),
+        }
         return self.client.post("/auth/login", data=data)
 
     def authorize(
@@ -361,8 +374,13 @@ class Flow:
         **extra: str,
     ) -> dict[str, str]:
         """Returns the redirect's query (code) or fragment (token) parameters."""
-        params = {"response_type": response_type, "client_id": client.client_id,
-                  "redirect_uri": client.redirect_uris[0], "scope": scope, "state": state}
+        params = {
+            "response_type": response_type,
+            "client_id": client.client_id,
+            "redirect_uri": client.redirect_uris[0],
+            "scope": scope,
+            "state": state,
+        }
         self.verifier = None
         if pkce and response_type == "code":
             self.verifier, challenge = pkce_pair()
@@ -372,16 +390,22 @@ class Flow:
         if r.status_code == 302 and r.headers["Location"].startswith("/auth/login"):
             r = self.login(user, **params)
         if r.status_code == 303 and r.headers["Location"].startswith("/auth/grant"):
-            r = self.client.post("/auth/grant", data={**params, "grant": "true" if consent else "false",
-                                                      "csrf_token": self.csrf()})
+            r = self.client.post(
+                "/auth/grant",
+                data={**params, "grant": "true" if consent else "false", "csrf_token": self.csrf()},
+            )
         assert r.status_code in (302, 303), (r.status_code, r.get_data(as_text=True))
         location = r.headers["Location"]
         return fragment_of(location) if response_type == "token" else query_of(location)
 
     def token(self, user: UserInfo, client: ClientInfo, scope: str = "call") -> dict[str, Any]:
         result = self.authorize(user, client, scope=scope)
-        data = {"grant_type": "authorization_code", "code": result["code"],
-                "redirect_uri": client.redirect_uris[0], "code_verifier": self.verifier or ""}
+        data = {
+            "grant_type": "authorization_code",
+            "code": result["code"],
+            "redirect_uri": client.redirect_uris[0],
+            "code_verifier": self.verifier or "",
+        }
         headers: dict[str, str] = {}
         if client.client_secret:
             headers = client.basic()
@@ -404,8 +428,11 @@ def user_token(flow: Flow, user: UserInfo, web_client: ClientInfo) -> str:
 
 @pytest.fixture
 def admin_token(client: FlaskClient, admin_client: ClientInfo) -> str:
-    r = client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"},
-                    headers=admin_client.basic())
+    r = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "admin"},
+        headers=admin_client.basic(),
+    )
     assert r.status_code == 200, r.get_data(as_text=True)
     return str(r.json["access_token"])  # type: ignore[index]
 

@@ -52,8 +52,11 @@ def user_calls(sub: str) -> Response:
             "page": page,
             "per_page": per_page,
             "total": total,
-            "next": url_for("admin.user_calls", sub=sub, status=status, page=page + 1,
-                            per_page=per_page) if more else None,
+            "next": url_for(
+                "admin.user_calls", sub=sub, status=status, page=page + 1, per_page=per_page
+            )
+            if more
+            else None,
             "calls": [calls.as_dict(c) for c in rows],
         },
         root="response",
@@ -91,6 +94,4 @@ def call(token_call: str) -> Response:
 @bp.post("/calls/<token_call>/end")
 def force_end(token_call: str) -> Response:
     """Force-end a call (``end_reason: admin``); an ended call is returned unchanged."""
-    return respond(
-        calls.as_dict(calls.end_call(token_call, policy(), reason="admin")), root="call"
-    )
+    return respond(calls.as_dict(calls.end_call(token_call, policy(), reason="admin")), root="call")

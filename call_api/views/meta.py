@@ -26,4 +26,6 @@ def healthz() -> Response:
     except Exception as exc:
         raise DBConnectionError() from exc
     keys = current_app.extensions["clickcall_keys"]
-    return jsonify(status="ok", database="ok", keys="loaded" if keys.loaded() else "not_yet_fetched")
+    return jsonify(
+        status="ok", database="ok", keys="loaded" if keys.loaded() else "not_yet_fetched"
+    )

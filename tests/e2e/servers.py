@@ -32,7 +32,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -58,9 +60,19 @@ def run_service(
     port = port or free_port()
     log_file = tempfile.NamedTemporaryFile(prefix=f"{service}-", suffix=".log", delete=False)
     cmd = [
-        sys.executable, "-m", "gunicorn",
-        "--workers", str(workers), "--threads", str(threads),
-        "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--timeout", "30",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "5",
+        "--timeout",
+        "30",
         f"{service}:create_app()",
     ]
     full_env = {**os.environ, "CLICKCALL_VAR_DIR": tempfile.mkdtemp(), **env}
@@ -90,8 +102,13 @@ def auth_env(database_url: str, keys_dir: str, issuer: str, audience: str) -> di
     }
 
 
-def call_env(database_url: str, issuer: str, audience: str, jwks_url: str | None = None,
-             public_key_file: str | None = None) -> dict[str, str]:
+def call_env(
+    database_url: str,
+    issuer: str,
+    audience: str,
+    jwks_url: str | None = None,
+    public_key_file: str | None = None,
+) -> dict[str, str]:
     env = {"CALL_DATABASE_URL": database_url, "AUTH_ISSUER": issuer, "CALL_AUDIENCE": audience}
     if jwks_url:
         env["CALL_JWKS_URL"] = jwks_url

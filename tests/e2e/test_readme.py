@@ -43,8 +43,13 @@ def test_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     for name in ("AUTH_DATABASE_URL", "CALL_DATABASE_URL", "AUTH_KEYS_DIR", "APP_ENV"):
         env.pop(name, None)
     log = open(tmp_path / "manage.log", "wb")
-    server = subprocess.Popen([sys.executable, str(ROOT / "manage.py")], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -58,8 +63,14 @@ def test_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
             time.sleep(0.2)
         script = "set -euo pipefail\n" + "\n".join(readme_blocks())
         script = script.replace(".venv/bin/", f"{ROOT}/.venv/bin/")
-        result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         server.terminate()
         server.wait(15)
@@ -69,13 +80,18 @@ def test_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     assert "302 http://127.0.0.1:8888/auth/login?response_type=code&client_id=demo-app" in out
     assert "303 http://127.0.0.1:8888/auth/grant?response_type=code" in out
     assert re.search(r"http://127\.0\.0\.1:8888/test\?code=[\w-]+&state=xyz", out)
-    assert re.search(r"302 http://127\.0\.0\.1:8888/test#token_type=Bearer&access_token=[\w.-]+"
-                     r"&expires_in=900&scope=call&state=abc", out)
+    assert re.search(
+        r"302 http://127\.0\.0\.1:8888/test#token_type=Bearer&access_token=[\w.-]+"
+        r"&expires_in=900&scope=call&state=abc",
+        out,
+    )
     assert "HTTP/1.1 201" in out and "Location: /rest/call?token_call=" in out
     assert '"number": "+14155550123"' in out
     assert "<number>+14155550123</number>" in out
-    assert ('{"error": "max_calls_exceeded", "error_description": "You already have 2 ongoing '
-            'call(s); the limit is 2.", "max_ongoing": 2, "ongoing": 2}\n409') in out
+    assert (
+        '{"error": "max_calls_exceeded", "error_description": "You already have 2 ongoing '
+        'call(s); the limit is 2.", "max_ongoing": 2, "ongoing": 2}\n409'
+    ) in out
     assert '"end_reason": "hangup"' in out
     assert '"limit_source": "default"' in out and '"max_ongoing": 3' in out
     assert '"client_secret"' in out  # clients create --json
