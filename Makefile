@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test test-sqlite lint format clean
+.PHONY: install run test lint format sql clean
 
 install: ## create .venv and install the project with its dev extras
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,15 @@ run: ## both services on the embedded default (SQLite under var/)
 test: ## the whole suite: PostgreSQL when reachable (mandatory with CI=true) and SQLite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: ## ruff
+lint: ## ruff, ruff format, mypy, import-linter contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+sql: ## regenerate sql/auth.sql and sql/calls.sql (PostgreSQL DDL) from the migrations
+	AUTH_DATABASE_URL=postgresql://clickcall@db/clickcall_auth $(BIN)/auth-server db upgrade --sql 2>/dev/null > sql/auth.sql
+	CALL_DATABASE_URL=postgresql://clickcall@db/clickcall_calls $(BIN)/call-api db upgrade --sql 2>/dev/null > sql/calls.sql
 
 format:
 	$(BIN)/ruff format .

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
+from shared.config import load_dotenv_in_development
 from shared.errors import ClickCallError
 from shared.logs import configure_logging, install_request_logging
-from shared.web import register_error_handlers
+from shared.metrics import install_metrics_endpoint
+from shared.web import install_proxy_fix, register_error_handlers
 
 from .config import finalise, load_config
-from .extensions import db, limiter
+from .extensions import db, limiter, migrate
 from .keyring import KeyRing
 from .oauth2 import config_oauth
 
@@ -25,9 +28,12 @@ CORS_PATHS = (
     "/.well-known/oauth-authorization-server",
 )
 
+MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
+
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """App factory: defaults, then the environment, then ``config`` (tests)."""
+    load_dotenv_in_development()
     app = Flask(__name__)
     app.config.update(load_config(os.environ))
     if config:
@@ -35,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     finalise(app.config)  # type: ignore[arg-type]
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
     with app.app_context():
         from shared.db import configure_engine
 
@@ -67,6 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
     configure_logging()
     install_request_logging(app, "auth_server")
+    install_metrics_endpoint(app)
+    install_proxy_fix(app)
     return app
 
 

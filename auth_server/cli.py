@@ -31,6 +31,46 @@ def _fail(exc: ClickCallError) -> None:
     raise click.ClickException(exc.description)
 
 
+@main.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("show")
+@with_appcontext
+def config_show() -> None:
+    """Print the effective configuration (secrets masked)."""
+    from shared.showconfig import masked
+
+    click.echo(
+        masked(
+            dict(current_app.config),
+            [
+                "APP_ENV",
+                "SQLALCHEMY_DATABASE_URI",
+                "AUTH_ISSUER",
+                "AUTH_KEYS_DIR",
+                "AUTH_SIGNING_ALG",
+                "AUTH_GENERATE_KEYS",
+                "CALL_AUDIENCE",
+                "SECRET_KEY",
+                "ACCESS_TOKEN_TTL",
+                "AUTH_CODE_TTL",
+                "REFRESH_TOKEN_TTL",
+                "OAUTH2_TOKEN_EXPIRES_IN",
+                "CORS_ORIGINS",
+                "RATELIMIT_STORAGE_URI",
+                "RATELIMIT_ENABLED",
+                "LOGIN_LIMIT_PER_USERNAME",
+                "LOGIN_LIMIT_PER_IP",
+                "MAX_CONTENT_LENGTH",
+                "SESSION_COOKIE_SECURE",
+                "TRUSTED_PROXIES",
+            ],
+        )
+    )
+
+
 @main.command("init-db")
 @with_appcontext
 def init_db() -> None:

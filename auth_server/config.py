@@ -81,6 +81,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": env_bool("SESSION_COOKIE_SECURE", production, env),
         "PERMANENT_SESSION_LIFETIME": env_int("SESSION_LIFETIME", 8 * 3600, env),
         "JSON_SORT_KEYS": False,
+        "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
     }
     return cfg
 

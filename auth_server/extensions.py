@@ -5,6 +5,7 @@ from __future__ import annotations
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
@@ -14,5 +15,6 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
 authorization = AuthorizationServer()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])

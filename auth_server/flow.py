@@ -11,6 +11,7 @@ from urllib.parse import urlencode, urlsplit
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
 from flask import Response, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import CSRFError
 
@@ -108,6 +109,16 @@ def validate_grant(user: User | None) -> Any:
             state=error.state,
             redirect_uri=error.redirect_uri,
         ) from error
+    except ValueError as exc:
+        # Authlib echoes a refused redirect_uri / response_type in the error description and
+        # raises ValueError when that value holds characters RFC 6749 forbids there
+        # (backslash, '"', non-ASCII, controls). The request was being refused anyway: an
+        # error page here (never a redirect), not a 500.
+        if "forbidden characters" not in str(exc):
+            raise
+        raise InvalidRequestError(
+            "The request contains characters that are not allowed in its parameters."
+        ) from exc
 
 
 def finish(grant: Any, user: User | None, status: int = 302) -> Response:
@@ -119,7 +130,7 @@ def finish(grant: Any, user: User | None, status: int = 302) -> Response:
     return response
 
 
-def proceed(grant: Any, user: User, status: int) -> Response:
+def proceed(grant: Any, user: User, status: int) -> BaseResponse:
     """Signed in: straight to the client when consent exists, else to the consent page."""
     if has_consent(user.id, grant.client.client_id, grant.request.scope):
         return finish(grant, user, status)

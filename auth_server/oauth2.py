@@ -19,6 +19,8 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
+from shared.metrics import TOKENS_ISSUED
+
 from .extensions import authorization, db
 from .models import AuthorizationCode, Client, Token, User, new_id, sha256_hex
 from .tokens import generate_access_token, read_own_token, unverified_claims
@@ -67,6 +69,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     )
     db.session.add(row)
     db.session.commit()
+    TOKENS_ISSUED.labels(grant_type).inc()
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -173,6 +176,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         if row.client_id != self.request.client.client_id:
             return None
+        # Refuse a widened scope before claiming: a failed request must not burn the token.
+        self._validate_token_scope(row)
         claimed = db.session.execute(
             update(Token)
             .where(Token.id == row.id, Token.refresh_used_at.is_(None))

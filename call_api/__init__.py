@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 
+from shared.config import load_dotenv_in_development
 from shared.db import configure_engine
 from shared.logs import configure_logging, install_request_logging
-from shared.web import register_error_handlers
+from shared.metrics import install_metrics_endpoint
+from shared.web import install_proxy_fix, register_error_handlers
 
 from .auth import key_source_from_config
 from .config import finalise, load_config
-from .extensions import db
+from .extensions import db, migrate
 from .render import render_error
+
+MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """App factory: defaults, then the environment, then ``config`` (tests)."""
+    load_dotenv_in_development()
     app = Flask(__name__)
     app.config.update(load_config(os.environ))
     if config:
@@ -27,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     finalise(app.config)  # type: ignore[arg-type]
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
     with app.app_context():
         configure_engine(db.engine)
     app.extensions["clickcall_keys"] = key_source_from_config(app.config)  # type: ignore[arg-type]
@@ -51,6 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
     configure_logging()
     install_request_logging(app, "call_api")
+    install_metrics_endpoint(app)
+    install_proxy_fix(app)
     return app
 
 

@@ -23,6 +23,7 @@ from flask import Request, current_app, g
 
 from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
 from shared.keys import load_public_key_pem, thumbprint
+from shared.metrics import JWKS_REFRESHES
 
 log = logging.getLogger("clickcall.call_api")
 
@@ -61,6 +62,9 @@ class PemKeySource:
     def loaded(self) -> bool:
         return True
 
+    def ensure_loaded(self) -> bool:
+        return True
+
 
 class JwksKeySource:
     def __init__(self, url: str, ttl: int, min_interval: int, timeout: int) -> None:
@@ -75,6 +79,14 @@ class JwksKeySource:
         self.refreshes = 0
 
     def loaded(self) -> bool:
+        return bool(self._keys)
+
+    def ensure_loaded(self) -> bool:
+        """Fetch the JWKS if nothing is cached yet (rate-limited like any refresh)."""
+        if not self._keys:
+            with self._lock:
+                if not self._keys and time.monotonic() - self._attempted_at >= self.min_interval:
+                    self._fetch()
         return bool(self._keys)
 
     def _fetch(self) -> None:
@@ -94,10 +106,12 @@ class JwksKeySource:
                 keys[item["kid"]] = VerificationKey(item["kid"], jwk.algorithm_name, jwk.key)
         except (requests.RequestException, ValueError, AttributeError, TypeError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
+            JWKS_REFRESHES.labels("error").inc()
             return
         self._keys = keys
         self._fetched_at = time.monotonic()
         self.refreshes += 1
+        JWKS_REFRESHES.labels("ok").inc()
 
     def get(self, kid: str) -> VerificationKey | None:
         now = time.monotonic()

@@ -24,6 +24,7 @@ from shared.errors import (
     ObjectDoesNotExist,
     RestMaxCallError,
 )
+from shared.metrics import CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
 
 from .extensions import db
 from .models import Call, CallUser
@@ -74,6 +75,13 @@ def _lock_user(subject: str) -> CallUser:
     return user
 
 
+def _expired(call: Call, policy: Policy) -> None:
+    call.status = "ended"
+    call.end_reason = "expired"
+    call.ended_at = call.started_at + timedelta(seconds=policy.max_duration)
+    CALLS_ENDED.labels("expired").inc()
+
+
 def _expire_overdue(policy: Policy, now: datetime, subject: str | None = None) -> int:
     """End ongoing calls older than the maximum duration (``end_reason: expired``)."""
     cutoff = _cutoff(policy, now)
@@ -82,18 +90,14 @@ def _expire_overdue(policy: Policy, now: datetime, subject: str | None = None) -
         overdue = overdue.where(Call.subject == subject)
     count = 0
     for call in db.session.scalars(overdue.with_for_update()):
-        call.status = "ended"
-        call.end_reason = "expired"
-        call.ended_at = call.started_at + timedelta(seconds=policy.max_duration)
+        _expired(call, policy)
         count += 1
     return count
 
 
 def _expire_one(call: Call, policy: Policy, now: datetime) -> bool:
     if call.status == "ongoing" and call.started_at <= _cutoff(policy, now):
-        call.status = "ended"
-        call.end_reason = "expired"
-        call.ended_at = call.started_at + timedelta(seconds=policy.max_duration)
+        _expired(call, policy)
         return True
     return False
 
@@ -164,6 +168,7 @@ def start_call(
         limit = limit_for(user, policy)
         ongoing = ongoing_count(subject)
         if ongoing >= limit:
+            LIMIT_REFUSALS.inc()
             raise RestMaxCallError(
                 f"You already have {ongoing} ongoing call(s); the limit is {limit}.",
                 extra={"max_ongoing": limit, "ongoing": ongoing},
@@ -180,6 +185,7 @@ def start_call(
         )
         db.session.add(call)
         db.session.commit()
+        CALLS_STARTED.inc()
         return Started(call, replayed=False)
     except BaseException:
         db.session.rollback()
@@ -223,6 +229,7 @@ def end_call(
             call.status = "ended"
             call.end_reason = reason
             call.ended_at = max(now, call.started_at)
+            CALLS_ENDED.labels(reason).inc()
         db.session.commit()
         return call
     except BaseException:

@@ -29,6 +29,43 @@ def _policy() -> calls.Policy:
     )
 
 
+@main.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("show")
+@with_appcontext
+def config_show() -> None:
+    """Print the effective configuration (secrets masked)."""
+    from shared.showconfig import masked
+
+    click.echo(
+        masked(
+            dict(current_app.config),
+            [
+                "APP_ENV",
+                "SQLALCHEMY_DATABASE_URI",
+                "AUTH_ISSUER",
+                "CALL_AUDIENCE",
+                "CALL_JWKS_URL",
+                "CALL_PUBLIC_KEY_FILE",
+                "CALL_ALGORITHMS",
+                "CALL_TOKEN_LEEWAY",
+                "CALL_JWKS_CACHE_TTL",
+                "CALL_JWKS_MIN_REFRESH_INTERVAL",
+                "CALL_MAX_ONGOING_DEFAULT",
+                "CALL_MAX_DURATION",
+                "CALL_DEFAULT_REGION",
+                "CALL_ALLOW_QUERY_TOKEN",
+                "CORS_ORIGINS",
+                "MAX_CONTENT_LENGTH",
+                "TRUSTED_PROXIES",
+            ],
+        )
+    )
+
+
 @main.command("init-db")
 @with_appcontext
 def init_db() -> None:

@@ -51,6 +51,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
         "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 16 * 1024, env),
         "JSON_SORT_KEYS": False,
+        "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
     }
 
 

@@ -1,15 +1,26 @@
-"""Schema management for the calls database (run by ``call-api init-db``, never at import)."""
+"""Schema management: Alembic migrations (Flask-Migrate), run by `init-db`, never at import."""
 
 from __future__ import annotations
 
-from . import models  # noqa: F401  (register the tables)
-from .extensions import db
+import flask_migrate
+
+from . import (
+    MIGRATIONS,
+    models,  # noqa: F401  (register the tables for autogenerate)
+)
 
 
 def upgrade() -> None:
-    """Create missing tables (idempotent)."""
-    db.create_all()
+    """Create or upgrade the schema to the newest migration (idempotent)."""
+    flask_migrate.upgrade(directory=MIGRATIONS)
 
 
-def drop() -> None:
-    db.drop_all()
+def sql(revision: str = "head") -> str:
+    """The PostgreSQL DDL of the migrations (Alembic offline mode), as the original's dump."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        flask_migrate.upgrade(directory=MIGRATIONS, revision=revision, sql=True)
+    return out.getvalue()

@@ -51,3 +51,12 @@ def var_dir() -> Path:
 def require_production_setting(name: str, value: object, bad: bool, why: str) -> None:
     if bad:
         raise ConfigError(f"APP_ENV=production refuses {name}={value!r}: {why}")
+
+
+def load_dotenv_in_development() -> None:
+    """Read ``./.env`` (python-dotenv) unless ``APP_ENV=production``; real env vars win."""
+    if is_production() or not Path(".env").is_file():
+        return
+    from dotenv import load_dotenv
+
+    load_dotenv(".env", override=False)

@@ -18,6 +18,8 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from .metrics import endpoint_label, observe
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SECRET_PARAMS = re.compile(
     r"((?:access_token|refresh_token|code|code_verifier|client_secret|password|token|state)=)[^&\s\"]*",
@@ -89,4 +91,12 @@ def install_request_logging(app: Flask, service: str) -> None:
             fields["client_id"] = claims.get("client_id")
             fields["subject"] = claims.get("sub")
         access.info("request", extra={"fields": fields})
+        if started:
+            observe(
+                service,
+                endpoint_label(),
+                request.method,
+                response.status_code,
+                time.perf_counter() - started,
+            )
         return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import InvalidCredentials, InvalidRequest
 
@@ -49,7 +50,7 @@ def _login_page(params: dict[str, str], client: object, error: str | None, statu
 
 
 @bp.route("/auth/login", methods=["GET"])
-def login_form() -> Response:
+def login_form() -> BaseResponse:
     """The login form (or its parameters as JSON); signed-in users go on to consent."""
     return _login(None)
 
@@ -64,13 +65,13 @@ def login_form() -> Response:
     deduct_when=_failed,
     scope="login-user",
 )
-def login_submit() -> Response:
+def login_submit() -> BaseResponse:
     """Check the CSRF token and the password, then continue the OAuth flow (303)."""
     flow.check_csrf()
     return _login(request.form.get("username", ""))
 
 
-def _login(username: str | None) -> Response:
+def _login(username: str | None) -> BaseResponse:
     params = flow.oauth_params()
     user = flow.current_user()
     grant = None
@@ -95,7 +96,7 @@ def _login(username: str | None) -> Response:
 
 
 @bp.route("/auth/grant", methods=["GET", "POST"])
-def grant() -> Response:
+def grant() -> BaseResponse:
     """The consent page; POST ``grant=true`` issues the code or token, ``false`` refuses."""
     if request.method == "POST":
         flow.check_csrf()

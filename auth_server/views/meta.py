@@ -41,7 +41,6 @@ def metadata() -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": SECRET_METHODS,
         "code_challenge_methods_supported": ["S256"],
-        "service_documentation": f"{issuer}/",
     }
 
 
@@ -66,6 +65,17 @@ def test_page() -> Response:
     if flow.wants_json():
         return jsonify(query)
     return Response(render_template("test.html", query_json=json.dumps(query, indent=2)))
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready for traffic: the database answers and a signing key is loaded."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DBConnectionError() from exc
+    key = keyring().current()
+    return jsonify(status="ready", database="ok", signing_key=key.kid)
 
 
 @bp.get("/healthz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from flask import Blueprint, Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from .. import flow
 from ..extensions import authorization
@@ -13,7 +14,7 @@ bp = Blueprint("oauth", __name__)
 
 
 @bp.route("/oauth/auth", methods=["GET"])
-def authorize() -> Response:
+def authorize() -> BaseResponse:
     """Validate the request; then login (302), consent (303) or straight to the client."""
     user = flow.current_user()
     try:

@@ -8,7 +8,7 @@ from shared.errors import InvalidRequest
 
 from .. import calls
 from ..auth import authenticate
-from ..render import respond
+from ..render import respond, wants_xml
 from .params import body, int_arg
 from .rest import policy
 
@@ -20,6 +20,7 @@ MAX_SUBJECT = 255
 @bp.before_request
 def _require_admin() -> None:
     authenticate(request, "admin")
+    wants_xml()  # an unknown ?format= is a 406 before anything changes, not after
 
 
 def _subject(sub: str) -> str:

@@ -18,6 +18,23 @@ def openapi() -> Response:
     return jsonify(spec())
 
 
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready for traffic: the database answers and verification keys are loaded."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DBConnectionError() from exc
+    if not current_app.extensions["clickcall_keys"].ensure_loaded():
+        response = jsonify(
+            error="service_unavailable",
+            error_description="No verification keys: the JWKS could not be fetched.",
+        )
+        response.status_code = 503
+        return response
+    return jsonify(status="ready", database="ok", keys="loaded")
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness and readiness: the process answers and the database answers."""

@@ -12,7 +12,10 @@ from shared.errors import InvalidRequest, UnsupportedMediaType
 def body() -> dict[str, Any]:
     """The request body as a flat dict: form-encoded or JSON object, else empty."""
     if request.mimetype == "application/json":
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # deeply nested JSON: json.loads raises this, not ValueError
+            data = None
         if not isinstance(data, dict):
             raise InvalidRequest("The body must be a JSON object.")
         return data

@@ -9,7 +9,7 @@ from shared.errors import InvalidRequest
 from .. import calls
 from ..auth import authenticate
 from ..numbers import normalise_number
-from ..render import respond
+from ..render import respond, wants_xml
 from .params import body, text_param
 
 bp = Blueprint("rest", __name__)
@@ -23,7 +23,9 @@ def policy() -> calls.Policy:
 
 
 def _claims() -> dict[str, object]:
-    return authenticate(request, "call")
+    claims = authenticate(request, "call")
+    wants_xml()  # an unknown ?format= is a 406 before anything changes, not after
+    return claims
 
 
 @bp.post("/rest/call")

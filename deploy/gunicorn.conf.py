@@ -1,0 +1,61 @@
+"""gunicorn settings for both services (one image, two commands):
+
+    gunicorn -c deploy/gunicorn.conf.py 'auth_server:create_app()'   # PORT=8888
+    gunicorn -c deploy/gunicorn.conf.py 'call_api:create_app()'      # PORT=8889
+
+Workers from ``WEB_CONCURRENCY`` (default 2 per core), threads from ``GUNICORN_THREADS``.
+SIGTERM stops accepting connections and lets in-flight requests finish for
+``graceful_timeout`` seconds. The apps log one JSON line per request themselves (without
+query strings, which may carry tokens), so gunicorn's access log stays off.
+"""
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+
+# Request size limits (bodies are limited by the apps' MAX_CONTENT_LENGTH).
+limit_request_line = 8190
+limit_request_fields = 64
+limit_request_field_size = 16384
+
+# X-Forwarded-* are handled by the apps (TRUSTED_PROXIES, werkzeug ProxyFix).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+# Prometheus multi-process mode: every worker writes its counters to this folder.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clickcall-prom-")
+_prom_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_starting(server):  # noqa: ARG001
+    os.makedirs(_prom_dir, exist_ok=True)
+    for name in os.listdir(_prom_dir):
+        path = os.path.join(_prom_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    if _prom_dir.startswith(tempfile.gettempdir()) and "clickcall-prom-" in _prom_dir:
+        shutil.rmtree(_prom_dir, ignore_errors=True)
