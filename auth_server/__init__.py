@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 
 from shared.config import load_dotenv_in_development
+from shared.db import settle_database_options
 from shared.errors import ClickCallError
 from shared.logs import configure_logging, install_request_logging
 from shared.metrics import install_metrics_endpoint
@@ -38,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(load_config(os.environ))
     if config:
         app.config.update(config)
+        settle_database_options(app.config, config)
     finalise(app.config)  # type: ignore[arg-type]
 
     db.init_app(app)

@@ -126,6 +126,9 @@ def clients_create(
     as_json: bool,
 ) -> None:
     """Register a client; its secret is shown once and stored hashed."""
+    if "implicit" in grant_types and "token" not in response_types:
+        # The contract: implicit needs an explicit --response-type token (no silent default).
+        raise click.ClickException("The implicit grant needs --response-type token.")
     try:
         registered = client_service.create_client(
             name=name,
@@ -208,7 +211,8 @@ def keys_rotate() -> None:
     click.echo(json.dumps({"kid": key.kid, "alg": key.algorithm}))
 
 
-@keys.command("retire")
+# A kid is a base64url thumbprint and may start with "-": read it as the argument, not an option.
+@keys.command("retire", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 @with_appcontext
 def keys_retire(kid: str) -> None:
@@ -249,3 +253,5 @@ def demo() -> None:
 
 
 __all__ = ["main", "db"]
+if __name__ == "__main__":
+    main()

@@ -46,6 +46,14 @@ def validate_redirect_uri(uri: str, production: bool) -> str:
     return uri
 
 
+def new_client_id() -> str:
+    """A random URL-safe id that never starts with '-' (the CLI would read it as an option)."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
 def create_client(
     name: str,
     redirect_uris: Iterable[str],
@@ -91,7 +99,7 @@ def create_client(
     uris = [validate_redirect_uri(u, production) for u in redirect_uris]
     if responses and not uris:
         raise InvalidRequest("A client that uses the authorization endpoint needs --redirect-uri.")
-    client_id = client_id or secrets.token_urlsafe(18)
+    client_id = client_id or new_client_id()
     if db.session.scalar(select(Client).where(Client.client_id == client_id)) is not None:
         raise InvalidRequest(f"The client_id {client_id!r} exists already.")
     secret = None if public else (client_secret or secrets.token_urlsafe(32))

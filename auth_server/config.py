@@ -53,6 +53,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SECRET_KEY": secret_key,
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, statement_timeout),
+        "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
         "AUTH_ISSUER": issuer,
         "AUTH_KEYS_DIR": keys_dir,
         "AUTH_SIGNING_ALG": env_str("AUTH_SIGNING_ALG", "RS256", env),

@@ -109,3 +109,7 @@ def limits_show(subject: str) -> None:
 def expire_calls() -> None:
     """End calls older than CALL_MAX_DURATION (for a cron job)."""
     click.echo(json.dumps({"expired": calls.expire_calls(_policy())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "APP_ENV": "production" if production else "development",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(database_url, statement_timeout),
+        "DB_STATEMENT_TIMEOUT_MS": statement_timeout,
         "AUTH_ISSUER": issuer,
         "CALL_AUDIENCE": env_str("CALL_AUDIENCE", "http://127.0.0.1:8889", env),
         "CALL_JWKS_URL": env_str("CALL_JWKS_URL", f"{issuer}/.well-known/jwks.json", env),

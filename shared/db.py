@@ -71,3 +71,15 @@ def configure_engine(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def settle_database_options(config: Any, overrides: Any) -> None:
+    """After a test or caller overrides the URL, derive the engine options from it."""
+    if "SQLALCHEMY_DATABASE_URI" not in overrides:
+        return
+    url = normalise_url(str(config["SQLALCHEMY_DATABASE_URI"]))
+    config["SQLALCHEMY_DATABASE_URI"] = url
+    if "SQLALCHEMY_ENGINE_OPTIONS" not in overrides:
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+            url, int(config.get("DB_STATEMENT_TIMEOUT_MS", 5000))
+        )

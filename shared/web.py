@@ -18,6 +18,7 @@ from .errors import (
     ObjectDoesNotExist,
     PayloadTooLarge,
     ServerError,
+    TooManyRequests,
 )
 
 log = logging.getLogger("clickcall")
@@ -32,6 +33,8 @@ def http_exception_to_error(exc: HTTPException) -> ClickCallError:
         return ObjectDoesNotExist("No such URL.")
     if exc.code == 405:
         return MethodNotAllowed()
+    if exc.code == 429:  # Flask-Limiter; its Retry-After header is added after the request
+        return TooManyRequests()
     if exc.code is not None and 400 <= exc.code < 500:
         err = InvalidRequest(exc.description or "Bad request.")
         err.status = exc.code

@@ -1,0 +1,149 @@
+"""Operational endpoints and commands: /readyz, /metrics, config show, proxies, production."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.config import ConfigError
+from tests.conftest import bearer
+
+
+def test_auth_readyz_names_the_signing_key(client, keys_dir):
+    from shared.keys import KeyStore
+
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json == {
+        "status": "ready",
+        "database": "ok",
+        "signing_key": KeyStore(keys_dir).current().kid,
+    }
+
+
+def test_call_api_readyz_with_pem_key(api):
+    r = api.get("/readyz")
+    assert r.status_code == 200
+    assert r.json == {"status": "ready", "database": "ok", "keys": "loaded"}
+
+
+def test_call_api_readyz_is_503_when_jwks_unreachable(databases, call_app):
+    from call_api import create_app
+    from tests.conftest import call_config
+
+    app = create_app(
+        {
+            **call_config(databases, public_key_file=""),  # type: ignore[arg-type]
+            "CALL_PUBLIC_KEY_FILE": None,
+            "CALL_JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+            "CALL_JWKS_TIMEOUT": 1,
+        }
+    )
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.json == {
+        "error": "service_unavailable",
+        "error_description": "No verification keys: the JWKS could not be fetched.",
+    }
+
+
+def test_metrics_count_tokens_calls_and_refusals(client, api, user_token, admin_client):
+    def value(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                if line.split(" ")[0] == name or name.endswith("}"):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = api.get("/metrics").get_data(as_text=True)
+    started = value(before, "clickcall_calls_started_total")
+    refused = value(before, "clickcall_call_limit_refusals_total")
+    for number in ("+14155550123", "+14155550124", "+14155550125"):
+        api.post("/rest/call", data={"number": number}, headers=bearer(user_token))
+    after = api.get("/metrics")
+    assert after.status_code == 200
+    assert after.mimetype == "text/plain"
+    text = after.get_data(as_text=True)
+    assert value(text, "clickcall_calls_started_total") == started + 2
+    assert value(text, "clickcall_call_limit_refusals_total") == refused + 1
+    assert (
+        'clickcall_http_requests_total{endpoint="/rest/call",method="POST",'
+        'service="call_api",status="409"}'
+    ) in text
+    auth_metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'clickcall_tokens_issued_total{grant_type="authorization_code"}' in auth_metrics
+
+
+def test_config_show_masks_secrets(auth_app, call_app):
+    from auth_server.cli import main as auth_cli
+    from call_api.cli import main as call_cli
+
+    out = auth_app.test_cli_runner().invoke(auth_cli, ["config", "show"])
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["SECRET_KEY"] == "********"
+    assert "test-secret-key" not in out.output
+    assert shown["AUTH_ISSUER"] == "http://127.0.0.1:8888"
+    out = call_app.test_cli_runner().invoke(call_cli, ["config", "show"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["CALL_MAX_ONGOING_DEFAULT"] == 2
+
+
+def test_config_show_hides_database_password():
+    from shared.showconfig import masked
+
+    text = masked(
+        {"SQLALCHEMY_DATABASE_URI": "postgresql://u:hunter2@db/x"}, ["SQLALCHEMY_DATABASE_URI"]
+    )
+    assert "hunter2" not in text and "***" in text
+
+
+def test_forwarded_headers_ignored_without_trusted_proxies(databases, keys_dir):
+    from auth_server import create_app
+    from tests.conftest import auth_config
+
+    for hops, expected in ((0, "127.0.0.1"), (1, "203.0.113.9")):
+        app = create_app(auth_config(databases, keys_dir, TRUSTED_PROXIES=hops))
+
+        @app.get("/_whoami")
+        def whoami() -> str:
+            from flask import request
+
+            return str(request.remote_addr)
+
+        r = app.test_client().get("/_whoami", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert r.get_data(as_text=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "AUTH_SECRET_KEY"),
+        ({"AUTH_SECRET_KEY": "s" * 40}, "AUTH_DATABASE_URL"),
+        (
+            {"AUTH_SECRET_KEY": "s" * 40, "AUTH_DATABASE_URL": "postgresql://db/auth"},
+            "AUTH_GENERATE_KEYS",
+        ),
+    ],
+)
+def test_production_refuses_development_defaults(monkeypatch, env, variable):
+    from auth_server import create_app
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("AUTH_GENERATE_KEYS", "true")
+    for name in ("AUTH_SECRET_KEY", "AUTH_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=variable):
+        create_app()
+
+
+def test_production_call_api_refuses_sqlite(monkeypatch):
+    from call_api import create_app
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.delenv("CALL_DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="CALL_DATABASE_URL"):
+        create_app()
