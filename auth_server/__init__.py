@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
-from shared.config import load_dotenv_in_development
-from shared.db import settle_database_options
+from shared.app import build_app, init_database, init_platform
 from shared.errors import ClickCallError
-from shared.logs import configure_logging, install_request_logging
-from shared.metrics import install_metrics_endpoint
-from shared.web import install_proxy_fix, register_error_handlers
 
 from .config import finalise, load_config
 from .extensions import db, limiter, migrate
@@ -34,20 +29,8 @@ MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """App factory: defaults, then the environment, then ``config`` (tests)."""
-    load_dotenv_in_development()
-    app = Flask(__name__)
-    app.config.update(load_config(os.environ))
-    if config:
-        app.config.update(config)
-        settle_database_options(app.config, config)
-    finalise(app.config)  # type: ignore[arg-type]
-
-    db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
-    with app.app_context():
-        from shared.db import configure_engine
-
-        configure_engine(db.engine)
+    app = build_app(__name__, load_config, finalise, config)
+    init_database(app, db, migrate, MIGRATIONS)
     app.extensions["clickcall_keyring"] = KeyRing(
         app.config["AUTH_KEYS_DIR"],
         algorithm=app.config["AUTH_SIGNING_ALG"],
@@ -62,7 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(meta.bp)
-    register_error_handlers(app, render_error)
+    init_platform(app, "auth_server", render_error)
     app.after_request(security_headers)
     if app.config["CORS_ORIGINS"]:
         from flask_cors import CORS
@@ -74,10 +57,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             allow_headers=["Authorization", "Content-Type"],
             methods=["GET", "POST", "OPTIONS"],
         )
-    configure_logging()
-    install_request_logging(app, "auth_server")
-    install_metrics_endpoint(app)
-    install_proxy_fix(app)
     return app
 
 

@@ -1,8 +1,8 @@
-"""Schema management: Alembic migrations (Flask-Migrate), run by `init-db`, never at import."""
+"""Schema management: Alembic migrations, run by `init-db`, never at import or startup."""
 
 from __future__ import annotations
 
-import flask_migrate
+from shared import migrations
 
 from . import (
     MIGRATIONS,
@@ -11,16 +11,8 @@ from . import (
 
 
 def upgrade() -> None:
-    """Create or upgrade the schema to the newest migration (idempotent)."""
-    flask_migrate.upgrade(directory=MIGRATIONS)
+    migrations.upgrade(MIGRATIONS)
 
 
-def sql(revision: str = "head") -> str:
-    """The PostgreSQL DDL of the migrations (Alembic offline mode), as the original's dump."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        flask_migrate.upgrade(directory=MIGRATIONS, revision=revision, sql=True)
-    return out.getvalue()
+def sql() -> str:
+    return migrations.offline_sql(MIGRATIONS)

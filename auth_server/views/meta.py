@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
-from sqlalchemy import text
 
-from shared.errors import DBConnectionError
+from shared.app import ping_database
 
 from .. import flow
 from ..extensions import db
@@ -70,10 +69,7 @@ def test_page() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Ready for traffic: the database answers and a signing key is loaded."""
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise DBConnectionError() from exc
+    ping_database(db)
     key = keyring().current()
     return jsonify(status="ready", database="ok", signing_key=key.kid)
 
@@ -81,9 +77,6 @@ def readyz() -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness and readiness: the process answers, the database answers, a key is loaded."""
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise DBConnectionError() from exc
+    ping_database(db)
     keyring().current()
     return jsonify(status="ok", database="ok")

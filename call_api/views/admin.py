@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, request, url_for
 
 from shared.errors import InvalidRequest
@@ -78,7 +80,8 @@ def user_limit(sub: str) -> Response:
     if "max_ongoing" not in data:
         raise InvalidRequest("The 'max_ongoing' parameter is required.")
     raw = data["max_ongoing"]
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²", "--5", on which int() fails (a 500).
+    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw.strip()):
         raw = int(raw)
     if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
         raise InvalidRequest(f"max_ongoing must be an integer from 0 to {calls.MAX_LIMIT} or null.")

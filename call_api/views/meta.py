@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import text
 
-from shared.errors import DBConnectionError
+from shared.app import ping_database
 
 from ..extensions import db
 from ..openapi import spec
@@ -21,10 +20,7 @@ def openapi() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Ready for traffic: the database answers and verification keys are loaded."""
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise DBConnectionError() from exc
+    ping_database(db)
     if not current_app.extensions["clickcall_keys"].ensure_loaded():
         response = jsonify(
             error="service_unavailable",
@@ -38,10 +34,7 @@ def readyz() -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness and readiness: the process answers and the database answers."""
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception as exc:
-        raise DBConnectionError() from exc
+    ping_database(db)
     keys = current_app.extensions["clickcall_keys"]
     return jsonify(
         status="ok", database="ok", keys="loaded" if keys.loaded() else "not_yet_fetched"
