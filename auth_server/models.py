@@ -123,6 +123,12 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
     def check_client_secret(self, client_secret: str) -> bool:
         return check_client_secret_hash(self.client_secret, client_secret)
 
+    def get_default_redirect_uri(self) -> str | None:
+        """Only an unambiguous default: with several registered URIs the client must say
+        which (RFC 6749 §3.1.2.3)."""
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match; only native public clients on loopback may vary the port.
 
