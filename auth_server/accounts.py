@@ -44,7 +44,13 @@ def create_user(username: str, password: str) -> User:
 def authenticate(username: str, password: str) -> User:
     """The user, or ``InvalidCredentials`` with one message for every failure."""
     user = None
-    if username and len(username) <= MAX_USERNAME and len(password or "") <= MAX_PASSWORD:
+    # A username with NUL cannot exist (validate_username) and PostgreSQL refuses it (a 500).
+    if (
+        username
+        and len(username) <= MAX_USERNAME
+        and "\x00" not in username
+        and len(password or "") <= MAX_PASSWORD
+    ):
         user = db.session.scalar(select(User).where(User.username == username))
     if user is None:
         check_password_hash(_DUMMY_HASH, password or "")

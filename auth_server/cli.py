@@ -19,7 +19,9 @@ from .extensions import db
 
 
 def _create_app() -> object:
-    return create_app()
+    # The CLI must work before the first key exists (`keys rotate` creates it); serving
+    # processes (gunicorn) still refuse to start without one in production.
+    return create_app({"AUTH_REQUIRE_KEYS": False})
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True)
@@ -203,12 +205,33 @@ def keys() -> None:
 
 
 @keys.command("rotate")
+@click.option(
+    "--stage",
+    is_flag=True,
+    help="Publish the new key in the JWKS but keep signing with the current one; "
+    "switch later with `keys activate KID` once resource servers have fetched it.",
+)
 @with_appcontext
-def keys_rotate() -> None:
+def keys_rotate(stage: bool) -> None:
     """Add a signing key and sign new tokens with it; old keys stay in the JWKS."""
     store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
-    key = store.add(current_app.config["AUTH_SIGNING_ALG"])
-    click.echo(json.dumps({"kid": key.kid, "alg": key.algorithm}))
+    key = store.add(current_app.config["AUTH_SIGNING_ALG"], activate=not stage)
+    current = store.current()
+    is_current = current is not None and current.kid == key.kid
+    click.echo(json.dumps({"kid": key.kid, "alg": key.algorithm, "current": is_current}))
+
+
+@keys.command("activate", context_settings={"ignore_unknown_options": True})
+@click.argument("kid")
+@with_appcontext
+def keys_activate(kid: str) -> None:
+    """Sign new tokens with KID (a key already published in the JWKS)."""
+    store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
+    try:
+        store.activate(kid)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"kid": kid, "current": True}))
 
 
 # A kid is a base64url thumbprint and may start with "-": read it as the argument, not an option.

@@ -113,7 +113,7 @@ def finalise(cfg: dict[str, Any]) -> None:
             not cfg["AUTH_ISSUER"].startswith("https://"),
             "the issuer must be an https:// URL",
         )
-        if not any(Path(cfg["AUTH_KEYS_DIR"]).glob("*.pem")):
+        if cfg.get("AUTH_REQUIRE_KEYS", True) and not any(Path(cfg["AUTH_KEYS_DIR"]).glob("*.pem")):
             raise ConfigError(
                 f"APP_ENV=production refuses AUTH_KEYS_DIR={cfg['AUTH_KEYS_DIR']!r}: "
                 "it holds no signing key; run `auth-server keys rotate`"

@@ -10,6 +10,7 @@ import os
 import threading
 from typing import Any
 
+from shared.errors import ServiceUnavailable
 from shared.keys import KeyStore, SigningKey
 
 
@@ -54,8 +55,8 @@ class KeyRing:
     def current(self) -> SigningKey:
         self._refresh()
         if self._current is None:
-            raise RuntimeError(
-                f"no signing key in {self.store.directory}; run `auth-server keys rotate`"
+            raise ServiceUnavailable(
+                f"No signing key in {self.store.directory}; run `auth-server keys rotate`."
             )
         return self._current
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidGrantError,
@@ -32,7 +33,8 @@ ALL_METHODS = [*SECRET_METHODS, "none"]
 
 
 def query_client(client_id: str) -> Client | None:
-    if not client_id or len(client_id) > 64:
+    # NUL cannot be in any client_id, and PostgreSQL refuses it in a parameter (a 500).
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
 
@@ -294,6 +296,19 @@ class Introspection(IntrospectionEndpoint):
         return body
 
 
+def client_secret_basic(query: Any, request: Any) -> Client | None:
+    """Authlib's ``client_secret_basic``, with malformed credentials treated as absent.
+
+    Authlib raises ``UnicodeDecodeError`` on non-UTF-8 credentials and ``ValueError`` on a
+    bare ``Authorization: Basic``; both would be a 500. Treated as no credentials, the
+    request ends in the usual 401 ``invalid_client``.
+    """
+    try:
+        return authenticate_client_secret_basic(query, request)  # type: ignore[no-any-return]
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+
+
 _registered = False
 
 
@@ -311,3 +326,4 @@ def config_oauth(app: Flask) -> None:
     authorization.register_grant(RefreshTokenGrant)
     authorization.register_endpoint(Revocation)
     authorization.register_endpoint(Introspection)
+    authorization.register_client_auth_method("client_secret_basic", client_secret_basic)

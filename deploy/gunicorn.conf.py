@@ -3,19 +3,19 @@
     gunicorn -c deploy/gunicorn.conf.py 'auth_server:create_app()'   # PORT=8888
     gunicorn -c deploy/gunicorn.conf.py 'call_api:create_app()'      # PORT=8889
 
-Workers from ``WEB_CONCURRENCY`` (default 2 per core), threads from ``GUNICORN_THREADS``.
+Workers from ``WEB_CONCURRENCY`` (default 2), threads from ``GUNICORN_THREADS``.
 SIGTERM stops accepting connections and lets in-flight requests finish for
 ``graceful_timeout`` seconds. The apps log one JSON line per request themselves (without
 query strings, which may carry tokens), so gunicorn's access log stays off.
 """
 
-import multiprocessing
 import os
 import shutil
 import tempfile
 
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+# A fixed default: cpu_count() sees the host, not a container's CPU limit.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -31,6 +31,9 @@ limit_request_field_size = 16384
 
 # X-Forwarded-* are handled by the apps (TRUSTED_PROXIES, werkzeug ProxyFix).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# gunicorn >= 23 opens a control socket in $HOME, read-only in containers.
+control_socket_disable = True
 
 accesslog = None
 errorlog = "-"

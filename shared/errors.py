@@ -143,11 +143,15 @@ class TooManyRequests(ClickCallError):
     description = "Too many requests; retry later."
 
 
-class DBConnectionError(ClickCallError):
-    """The database is unreachable or timed out: a 503, never a stack trace."""
-
+class ServiceUnavailable(ClickCallError):
     status = 503
     error = "service_unavailable"
+    description = "The service is unavailable; retry shortly."
+
+
+class DBConnectionError(ServiceUnavailable):
+    """The database is unreachable or timed out: a 503, never a stack trace."""
+
     description = "The database is unavailable; retry shortly."
 
 

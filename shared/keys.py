@@ -125,8 +125,8 @@ class KeyStore:
         keys = self.keys()
         return keys[-1] if keys else None
 
-    def add(self, algorithm: str = "RS256") -> SigningKey:
-        """Generate a key, write it (mode 0600) and make it the signing key."""
+    def add(self, algorithm: str = "RS256", activate: bool = True) -> SigningKey:
+        """Generate a key, write it (mode 0600) and, unless staged, make it the signing key."""
         self.directory.mkdir(parents=True, exist_ok=True)
         key = generate_private_key(algorithm)
         kid = thumbprint(key.public_key())
@@ -139,8 +139,19 @@ class KeyStore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
-        (self.directory / "current").write_text(kid + "\n")
+        if activate or self.current() is None or not (self.directory / "current").is_file():
+            self._set_current(kid)
         return SigningKey(kid=kid, algorithm=algorithm, private_key=key)
+
+    def _set_current(self, kid: str) -> None:
+        tmp = self.directory / "current.tmp"
+        tmp.write_text(kid + "\n")
+        tmp.replace(self.directory / "current")  # atomic: readers never see a half-written file
+
+    def activate(self, kid: str) -> None:
+        if not (self.directory / f"{kid}.pem").is_file():
+            raise LookupError(f"no key {kid} in {self.directory}")
+        self._set_current(kid)
 
     def retire(self, kid: str) -> None:
         """Move a key out of the JWKS. The signing key cannot be retired."""

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -79,6 +79,11 @@ def register_error_handlers(app: Flask, render: Renderer) -> None:
         _rollback(app)
         return render(ServerError())
 
+    @app.teardown_appcontext
+    def _release_session(exc: BaseException | None) -> None:
+        # Registered after Flask-SQLAlchemy's teardown, so it runs first (reverse order).
+        _remove_session(app)
+
 
 def _rollback(app: Flask) -> None:
     db = app.extensions.get("sqlalchemy")
@@ -88,6 +93,27 @@ def _rollback(app: Flask) -> None:
         db.session.rollback()
     except Exception:  # pragma: no cover - the connection is already gone
         log.debug("rollback after a database error failed", exc_info=True)
+
+
+def _remove_session(app: Flask) -> None:
+    """End the request's session without letting a dead connection escape the teardown.
+
+    A response can be complete (say a 201 whose post-commit refresh left a read transaction
+    open) when the database goes away; the session's closing ROLLBACK then fails, and an
+    exception in a teardown bypasses the error handlers: gunicorn answers its own HTML 500
+    for a call that was in fact created. The connection is invalidated by then; drop it.
+    """
+    db = app.extensions.get("sqlalchemy")
+    if db is None:
+        return
+    try:
+        db.session.remove()
+    except SQLAlchemyError as exc:
+        log.warning("database unavailable while closing the session: %s", type(exc).__name__)
+        try:
+            db.session.remove()
+        except SQLAlchemyError:  # pragma: no cover - nothing left to release
+            db.session.registry.clear()
 
 
 def no_store(response: Response) -> Response:

@@ -140,11 +140,18 @@ def grant() -> BaseResponse:
 
 
 @bp.route("/auth/logout", methods=["POST"])
-def logout() -> Response:
-    """End the login session (CSRF-checked when someone is signed in)."""
+def logout() -> BaseResponse:
+    """End the login session (CSRF-checked when someone is signed in).
+
+    From the consent page ("Not you?") the OAuth parameters come along, and the browser goes
+    back to the login form of the same authorization request.
+    """
     if flow.current_user() is not None:
         flow.check_csrf()
     flow.logout_user()
+    params = flow.oauth_params()
+    if params.get("client_id") and not flow.wants_json():
+        return redirect(flow.with_query("login.login", params), 303)
     if flow.wants_json():
         return jsonify(status="signed_out")
     return _page("message.html", title="Signed out", message="You are signed out.")

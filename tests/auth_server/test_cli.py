@@ -371,3 +371,53 @@ def test_keys_retire_reads_a_dash_prefixed_kid_as_the_argument(keyed_app):
     result = keyed_app.test_cli_runner().invoke(main, ["keys", "retire", "-dash-kid"])
     assert result.exit_code == 1
     assert "no key -dash-kid" in result.output
+
+
+def test_keys_rotate_stage_publishes_then_activate_switches(auth_app, keyed_app, admin_client):
+    """--stage: the new key is in the JWKS at once but signs only after `keys activate`."""
+    client = keyed_app.test_client()
+    runner = keyed_app.test_cli_runner()
+
+    def kid_of_new_token() -> str:
+        r = token_request(client, admin_client, {"grant_type": "client_credentials"})
+        assert r.status_code == 200, r.json
+        return _kid(r.json["access_token"])
+
+    old_kid = kid_of_new_token()
+    result = runner.invoke(main, ["keys", "rotate", "--stage"])
+    assert result.exit_code == 0, result.output
+    staged = json.loads(result.output)
+    assert staged["current"] is False
+    jwks = client.get("/.well-known/jwks.json").json["keys"]
+    assert sorted(k["kid"] for k in jwks) == sorted([old_kid, staged["kid"]])
+    assert kid_of_new_token() == old_kid
+
+    result = runner.invoke(main, ["keys", "activate", staged["kid"]])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"kid": staged["kid"], "current": True}
+    assert kid_of_new_token() == staged["kid"]
+
+    result = runner.invoke(main, ["keys", "activate", "no-such-kid"])
+    assert result.exit_code == 1
+    assert "no key no-such-kid" in result.output
+
+
+def test_cli_works_in_production_before_the_first_key(databases, tmp_path, monkeypatch):
+    """`keys rotate` must be able to create the first key where serving would refuse."""
+    from auth_server import create_app
+    from auth_server.cli import _create_app
+    from shared.config import ConfigError
+
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("AUTH_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("AUTH_DATABASE_URL", "postgresql://clickcall@127.0.0.1/none")
+    monkeypatch.setenv("AUTH_ISSUER", "https://auth.example.com")
+    monkeypatch.setenv("AUTH_GENERATE_KEYS", "false")
+    monkeypatch.setenv("AUTH_KEYS_DIR", str(tmp_path / "keys"))
+    with pytest.raises(ConfigError, match="AUTH_KEYS_DIR"):
+        create_app()
+    app = _create_app()
+    result = app.test_cli_runner().invoke(main, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["current"] is True
+    create_app()  # now a serving process starts

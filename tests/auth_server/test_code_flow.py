@@ -316,3 +316,24 @@ def test_html_consent_page(client, user, web_client):
     assert '<button type="submit" name="grant" value="true"' in html
     assert '<button type="submit" name="grant" value="false"' in html
     assert f'<input type="hidden" name="csrf_token" value="{session_csrf(client)}">' in html
+
+
+def test_not_you_sign_out_returns_to_the_login_of_the_same_request(client, user, web_client):
+    """ "Not you? Sign out" on the consent page ends the session and restarts the same flow."""
+    from tests.conftest import Flow
+
+    flow = Flow(client)
+    params = {
+        "response_type": "code",
+        "client_id": web_client.client_id,
+        "redirect_uri": web_client.redirect_uris[0],
+        "scope": "call",
+        "state": "keep-me",
+    }
+    r = flow.login(user, **params)
+    assert r.status_code == 303 and r.headers["Location"].startswith("/auth/grant?")
+    r = client.post("/auth/logout", data={**params, "csrf_token": flow.csrf()})
+    assert r.status_code == 303
+    assert r.headers["Location"] == "/auth/login?" + urlencode(params)
+    with client.session_transaction() as sess:
+        assert "uid" not in sess
