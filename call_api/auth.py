@@ -231,9 +231,19 @@ def verify_token(
         raise invalid_token(f"The access token lacks the {exc.claim!r} claim.") from None
     except jwt.InvalidTokenError:
         raise invalid_token("The access token signature or claims are invalid.") from None
-    if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
+    # NUL: PostgreSQL text cannot hold it (psycopg2 raises ValueError, a 500 otherwise)
+    if (
+        not isinstance(claims.get("sub"), str)
+        or not claims["sub"]
+        or len(claims["sub"]) > 255
+        or "\x00" in claims["sub"]
+    ):
         raise invalid_token("The access token has an unusable subject.")
-    if not isinstance(claims.get("client_id"), str) or len(claims["client_id"]) > 64:
+    if (
+        not isinstance(claims.get("client_id"), str)
+        or len(claims["client_id"]) > 64
+        or "\x00" in claims["client_id"]
+    ):
         raise invalid_token("The access token has an unusable client_id.")
     if claims["iat"] > time.time() + config["CALL_TOKEN_LEEWAY"]:
         raise invalid_token("The access token was issued in the future.")

@@ -53,6 +53,22 @@ def _cutoff(policy: Policy, now: datetime) -> datetime:
     return now - timedelta(seconds=policy.max_duration)
 
 
+def _commit_keeping_values() -> None:
+    """COMMIT without expiring the session's objects (SQLAlchemy's ``expire_on_commit``).
+
+    Every value the call functions hand back was written by this transaction or read under
+    its row lock, so nothing needs re-reading; expiring them made the view's ``as_dict``
+    reload the call: a second connection checkout (pre-ping), BEGIN, SELECT and ROLLBACK
+    after every POST and PUT /rest/call (docs/PERFORMANCE.md, "app fixes").
+    """
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 def _ensure_user(subject: str) -> None:
     """Insert the subject's row if missing, without failing when another request races us."""
     dialect = db.session.get_bind().dialect.name
@@ -162,7 +178,7 @@ def start_call(
                 if previous.request_hash != request_hash:
                     raise IdempotencyKeyReused()
                 _expire_one(previous, policy, now)
-                db.session.commit()
+                _commit_keeping_values()
                 return Started(previous, replayed=True)
         _expire_overdue(policy, now, subject)
         limit = limit_for(user, policy)
@@ -184,7 +200,7 @@ def start_call(
             request_hash=request_hash if idempotency_key is not None else None,
         )
         db.session.add(call)
-        db.session.commit()
+        _commit_keeping_values()
         CALLS_STARTED.inc()
         return Started(call, replayed=False)
     except BaseException:
@@ -193,7 +209,8 @@ def start_call(
 
 
 def _find(token_call: str, subject: str | None, lock: bool = False) -> Call:
-    if not token_call or len(token_call) > 64:
+    if not token_call or len(token_call) > 64 or "\x00" in token_call:
+        # NUL: PostgreSQL text cannot hold it (psycopg2 raises ValueError, a 500 before this)
         raise ObjectDoesNotExist("No such call.")
     query = select(Call).where(Call.token_call == token_call)
     if subject is not None:
@@ -210,7 +227,7 @@ def get_call(token_call: str, policy: Policy, subject: str | None = None) -> Cal
     """The call (someone else's is as unknown as a missing one)."""
     call = _find(token_call, subject)
     if _expire_one(call, policy, now_utc()):
-        db.session.commit()
+        _commit_keeping_values()
     return call
 
 
@@ -230,7 +247,7 @@ def end_call(
             call.end_reason = reason
             call.ended_at = max(now, call.started_at)
             CALLS_ENDED.labels(reason).inc()
-        db.session.commit()
+        _commit_keeping_values()
         return call
     except BaseException:
         db.session.rollback()

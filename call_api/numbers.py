@@ -38,4 +38,9 @@ def normalise_number(raw: object, default_region: str | None = None) -> str:
         raise InvalidNumber("The number cannot be called: it has the wrong length for its country.")
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidNumber("The number cannot be called: it is not a valid number in its country.")
+    if parsed.extension:
+        raise InvalidNumber(
+            "The number has an extension, which a call session cannot dial; "
+            "send the main number only."
+        )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -64,7 +64,14 @@ SUB = {
     "name": "sub",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # No "/" (it would select another route) and no control characters (the path converter
+    # does not match a newline): real subjects are UUIDs or client ids.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[^/\\x00-\\x1f\\x7f]+$",
+    },
     "description": "The user's stable id (the token's `sub`).",
 }
 TOKEN_CALL = {
@@ -295,6 +302,36 @@ def spec() -> dict[str, Any]:
                         "503": {
                             "description": ERRORS["503"],
                             "content": {"application/json": {"schema": _ref("Error")}},
+                        },
+                    },
+                },
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: database reachable and verification keys loaded",
+                    "operationId": "readyz",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Ready for traffic",
+                            "content": {"application/json": {"schema": _ref("Health")}},
+                        },
+                        "503": {
+                            "description": "The database is unavailable or no keys are loaded.",
+                            "content": {"application/json": {"schema": _ref("Error")}},
+                        },
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                     },
                 },

@@ -26,8 +26,8 @@ def _require_admin() -> None:
 
 
 def _subject(sub: str) -> str:
-    if not sub or len(sub) > MAX_SUBJECT:
-        raise InvalidRequest(f"The subject must be 1–{MAX_SUBJECT} characters.")
+    if not sub or len(sub) > MAX_SUBJECT or "\x00" in sub:  # PostgreSQL text cannot hold NUL
+        raise InvalidRequest(f"The subject must be 1–{MAX_SUBJECT} characters, without NUL.")
     return sub
 
 
