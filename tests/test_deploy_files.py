@@ -827,7 +827,10 @@ def test_operations_commands_exist_in_the_cli(tmp_path, monkeypatch):
                 if not isinstance(command, click.Group) or not re.fullmatch(r"[a-z][a-z-]*", word):
                     break
                 info = ScriptInfo(create_app=factories[program])
-                sub = command.get_command(click.Context(command, obj=info), word)
+                # FlaskGroup.get_command pushes an app context onto the click context;
+                # closing it (the with block) pops it so no later test inherits this app.
+                with click.Context(command, obj=info) as click_ctx:
+                    sub = command.get_command(click_ctx, word)
                 assert sub is not None, f"docs/OPERATIONS.md: no command `{' '.join(path)} {word}`"
                 command = sub
                 path.append(word)

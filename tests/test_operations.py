@@ -87,6 +87,7 @@ def test_config_show_masks_secrets(auth_app, call_app):
     assert shown["AUTH_ISSUER"] == "http://127.0.0.1:8888"
     out = call_app.test_cli_runner().invoke(call_cli, ["config", "show"])
     assert out.exit_code == 0, out.output
+    assert "CALL_MAX_ONGOING_DEFAULT" in json.loads(out.output), out.output
     assert json.loads(out.output)["CALL_MAX_ONGOING_DEFAULT"] == 2
 
 
