@@ -31,3 +31,15 @@ format:
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+.PHONY: bench
+bench: ## benchmark under gunicorn + wrk (QUICK=1: short runs); writes bench/results.json
+	bash bench/install_tools.sh
+	$(BIN)/python bench/run.py $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
+
+.PHONY: faults soak
+faults: ## fault injection at full scale on a throwaway PostgreSQL cluster (`make test` runs the short version)
+	FAULTS_SCALE=full $(BIN)/python -m pytest tests/faults -m "not soak" $(PYTEST_ARGS)
+
+soak: ## SOAK_SECONDS (default 600) of mixed load: no errors, flat RSS per worker (not in CI)
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),600) $(BIN)/python -m pytest tests/faults -m soak $(PYTEST_ARGS)

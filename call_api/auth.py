@@ -85,7 +85,7 @@ class JwksKeySource:
         """Fetch the JWKS if nothing is cached yet (rate-limited like any refresh)."""
         if not self._keys:
             with self._lock:
-                if not self._keys and time.monotonic() - self._attempted_at >= self.min_interval:
+                if not self._keys and self._may_attempt():
                     self._fetch()
         return bool(self._keys)
 
@@ -108,23 +108,42 @@ class JwksKeySource:
             log.warning("JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
             JWKS_REFRESHES.labels("error").inc()
             return
+        finally:
+            # The interval runs from the end of an attempt: a hung auth server that takes
+            # the whole timeout cannot make attempts run back to back.
+            self._attempted_at = time.monotonic()
         self._keys = keys
         self._fetched_at = time.monotonic()
         self.refreshes += 1
         JWKS_REFRESHES.labels("ok").inc()
 
+    def _may_attempt(self) -> bool:
+        return time.monotonic() - self._attempted_at >= self.min_interval
+
     def get(self, kid: str) -> VerificationKey | None:
-        now = time.monotonic()
+        """The key for ``kid``: cached; refreshed when stale or unknown (rate-limited).
+
+        A known key whose cache entry is merely stale is served at once while one request
+        refreshes (stale-while-revalidate), so a slow auth server delays nobody else; after
+        a successful refresh a retired key is gone and its tokens are refused.
+        """
         key = self._keys.get(kid)
-        stale = now - self._fetched_at > self.ttl
+        stale = time.monotonic() - self._fetched_at > self.ttl
         if key is not None and not stale:
+            return key
+        if key is not None:
+            if self._lock.acquire(blocking=False):
+                try:
+                    if time.monotonic() - self._fetched_at > self.ttl and self._may_attempt():
+                        self._fetch()
+                finally:
+                    self._lock.release()
+                return self._keys.get(kid)
             return key
         with self._lock:
             key = self._keys.get(kid)
             stale = time.monotonic() - self._fetched_at > self.ttl
-            if (
-                key is None or stale
-            ) and time.monotonic() - self._attempted_at >= self.min_interval:
+            if kid not in self._keys and self._may_attempt():
                 self._fetch()
             return self._keys.get(kid)
 

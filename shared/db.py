@@ -43,6 +43,13 @@ def engine_options(url: str, statement_timeout_ms: int = 5000) -> dict[str, Any]
     if backend == "postgresql":
         options["connect_args"] = {
             "connect_timeout": 5,
+            # A silently dropped link (no RST) must fail too, not hang a worker: TCP
+            # keepalives and a send timeout above the statement timeout.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": statement_timeout_ms + 5000,
             "options": (
                 f"-c statement_timeout={statement_timeout_ms} "
                 f"-c lock_timeout={statement_timeout_ms} "
