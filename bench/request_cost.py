@@ -1,0 +1,266 @@
+"""What one request costs, endpoint by endpoint: database round trips and CPU time.
+
+    .venv/bin/python bench/request_cost.py                # table
+    .venv/bin/python bench/request_cost.py --sql          # and the statements sent
+    .venv/bin/python bench/request_cost.py --cprofile "PUT /rest/call"   # where the CPU goes
+
+A profiling aid for `make bench` that stays meaningful on a busy machine: it runs each
+benchmarked request in-process (Flask test clients, one thread, no HTTP server) against a
+throwaway PostgreSQL database pair, first once with SQLAlchemy event hooks to count what
+the request sends to PostgreSQL — pool pre-ping ``SELECT 1``s, ``BEGIN``s (psycopg2 sends
+one before the first statement of a transaction), statements, ``COMMIT``s, ``ROLLBACK``s:
+each one network round trip and, under load, one wake-up of a PostgreSQL backend — then
+``--repeat`` times to measure the CPU time the process spends per request
+(``time.thread_time``: the app's Python plus the driver, not PostgreSQL's side) and the
+wall time, reporting medians. Under gunicorn a request costs somewhat more (HTTP parsing,
+threads and GIL hand-offs); ``bench/run.py`` measures that as ``app_cpu_ms_per_req``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Like under gunicorn (deploy/gunicorn.conf.py): metrics in multi-process mode.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clickcall-prom-"))
+
+from sqlalchemy import event  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import seed as seeding  # noqa: E402
+
+AUTH_DB = "clickcall_bench_cost_auth"
+CALLS_DB = "clickcall_bench_cost_calls"
+
+
+class Tracer:
+    def __init__(self, engine: Any) -> None:
+        self.counts: Counter[str] = Counter()
+        self.lines: list[str] = []
+        self.enabled = False
+        self.in_tx: set[int] = set()
+        pre_ping = bool(getattr(engine.pool, "_pre_ping", False))
+
+        @event.listens_for(engine.pool, "checkout")
+        def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+            if pre_ping:
+                self.add("ping", "SELECT 1  -- pool pre-ping")
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            key = id(conn.connection.dbapi_connection)
+            if key not in self.in_tx:
+                self.in_tx.add(key)
+                self.add("begin", "BEGIN")
+            self.add("statement", " ".join(statement.split())[:150])
+
+        @event.listens_for(engine, "commit")
+        def _commit(conn: Any) -> None:
+            self.in_tx.discard(id(conn.connection.dbapi_connection))
+            self.add("commit", "COMMIT")
+
+        @event.listens_for(engine, "rollback")
+        def _rollback(conn: Any) -> None:
+            key = id(conn.connection.dbapi_connection)
+            if key in self.in_tx:  # psycopg2 sends nothing when no transaction is open
+                self.in_tx.discard(key)
+                self.add("rollback", "ROLLBACK")
+
+    def add(self, kind: str, text: str) -> None:
+        if self.enabled:
+            self.counts[kind] += 1
+            self.lines.append(text)
+
+    def start(self) -> None:
+        self.counts.clear()
+        self.lines.clear()
+        self.enabled = True
+
+    def summary(self) -> str:
+        self.enabled = False
+        parts = ", ".join(
+            f"{self.counts[k]} {k}"
+            for k in ("ping", "begin", "statement", "commit", "rollback")
+            if self.counts[k]
+        )
+        return f"{sum(self.counts.values()):>3}  ({parts})"
+
+
+Case = tuple[str, Tracer, Callable[[int], None]]
+
+
+def build_cases(work: Path, auth_url: str, calls_url: str, repeat: int) -> list[Case]:
+    from shared.keys import KeyStore, public_pem
+
+    store = KeyStore(work / "keys")
+    store.add("RS256")
+    key = store.current()
+    assert key is not None
+    (work / "public.pem").write_bytes(public_pem(key.private_key))
+    auth = seeding.auth_app(auth_url, work / "keys")
+    api = seeding.call_app(calls_url, work / "public.pem")
+    seeding.upgrade_auth(auth)
+    seeding.upgrade_calls(api)
+    # The access log still formats every line, as in production; it just goes nowhere.
+    for handler in logging.getLogger("clickcall").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    seed = seeding.seed_auth(auth, 2, 0)
+    user, limited = seed.readers
+    with auth.app_context():
+        auth_tracer = Tracer(auth.extensions["sqlalchemy"].engine)
+    with api.app_context():
+        call_tracer = Tracer(api.extensions["sqlalchemy"].engine)
+    ac = auth.test_client()
+    cc = api.test_client()
+    codes = seeding.mint_codes(auth, seed.web_client_id, [user.id], repeat + 10)
+    tokens = seeding.mint_codes(auth, seed.web_client_id, [user.id, limited.id], 2)
+
+    def exchange(code: str, verifier: str) -> str:
+        r = ac.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": seeding.REDIRECT_URI,
+                "code_verifier": verifier,
+            },
+            headers={"Authorization": "Basic " + seed.web_basic},
+        )
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return str(r.json["access_token"])  # type: ignore[index]
+
+    bearer = {"Authorization": "Bearer " + exchange(*tokens[0])}
+    limited_bearer = {"Authorization": "Bearer " + exchange(*tokens[1])}
+    number = {"number": seeding.NUMBER}
+    with api.app_context():
+        from call_api import calls
+
+        calls.set_limit(user.id, 10_000)
+    first = cc.post("/rest/call", data=number, headers=bearer)
+    assert first.status_code == 201, first.get_data(as_text=True)
+    token_call = first.json["token_call"]  # type: ignore[index]
+    for _ in range(2):
+        assert cc.post("/rest/call", data=number, headers=limited_bearer).status_code == 201
+    pending: list[str] = []
+
+    def client_credentials(i: int) -> None:
+        r = ac.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "admin"},
+            headers={"Authorization": "Basic " + seed.admin_basic},
+        )
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    def code_exchange(i: int) -> None:
+        exchange(*codes[i])
+
+    def jwks(i: int) -> None:
+        assert ac.get("/.well-known/jwks.json").status_code == 200
+
+    def call_get(i: int) -> None:
+        r = cc.get(f"/rest/call?token_call={token_call}", headers=bearer)
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    def call_list(i: int) -> None:
+        assert cc.get("/rest/call", headers=bearer).status_code == 200
+
+    def post(i: int) -> None:
+        r = cc.post("/rest/call", data=number, headers=bearer)
+        assert r.status_code == 201, r.get_data(as_text=True)
+        pending.append(r.json["token_call"])  # type: ignore[index]
+
+    def put(i: int) -> None:
+        r = cc.put("/rest/call", data={"token_call": pending.pop()}, headers=bearer)
+        assert r.status_code == 200, r.get_data(as_text=True)
+
+    def at_limit(i: int) -> None:
+        r = cc.post("/rest/call", data=number, headers=limited_bearer)
+        assert r.status_code == 409, r.get_data(as_text=True)
+
+    return [
+        ("POST /oauth/token client_credentials", auth_tracer, client_credentials),
+        ("POST /oauth/token authorization_code", auth_tracer, code_exchange),
+        ("GET /.well-known/jwks.json", auth_tracer, jwks),
+        ("GET /rest/call?token_call=…", call_tracer, call_get),
+        ("GET /rest/call", call_tracer, call_list),
+        ("POST /rest/call", call_tracer, post),
+        ("PUT /rest/call", call_tracer, put),
+        ("POST /rest/call at the limit (409)", call_tracer, at_limit),
+    ]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sql", action="store_true", help="print the statements of each request")
+    p.add_argument("--repeat", type=int, default=300, help="timed requests per endpoint")
+    p.add_argument("--cprofile", metavar="ENDPOINT", help="cProfile the timed requests of one")
+    p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    a = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="clickcall-cost-"))
+    auth_url = seeding.recreate_database(a.postgres_url, AUTH_DB)
+    calls_url = seeding.recreate_database(a.postgres_url, CALLS_DB)
+    apps: list[Any] = []
+    try:
+        cases = build_cases(work, auth_url, calls_url, a.repeat + 1)
+        print(f"{'request':<40} {'round trips':<44} {'CPU ms':>7} {'wall ms':>8}  (medians)")
+        for index, (label, tracer, run) in enumerate(cases):
+            tracer.start()
+            run(0)  # traced once (the POST before the PUT: the PUT pops its call)
+            trips = tracer.summary()
+            lines = list(tracer.lines)
+            if label == "POST /rest/call":  # leave one call per timed PUT
+                for i in range(a.repeat):
+                    run(i + 1)
+            profiler = cProfile.Profile() if a.cprofile == label else None
+            if profiler:
+                profiler.enable()
+            cpu_ns: list[int] = []
+            wall_ns: list[int] = []
+            for i in range(a.repeat):
+                cpu0, wall0 = time.thread_time_ns(), time.perf_counter_ns()
+                run(i + 1 if label != "PUT /rest/call" else i)
+                cpu_ns.append(time.thread_time_ns() - cpu0)
+                wall_ns.append(time.perf_counter_ns() - wall0)
+            if profiler:
+                profiler.disable()
+            # Medians: on a busy machine the mean follows the neighbours, the median much less.
+            cpu = statistics.median(cpu_ns) / 1e6
+            wall = statistics.median(wall_ns) / 1e6
+            print(f"{label:<40} {trips:<44} {cpu:7.2f} {wall:8.2f}")
+            if a.sql:
+                for line in lines:
+                    print(f"      {line}")
+            if profiler:
+                out = io.StringIO()
+                stats = pstats.Stats(profiler, stream=out)
+                stats.sort_stats("cumulative").print_stats(45)
+                stats.sort_stats("tottime").print_stats(30)
+                print(out.getvalue())
+            del index
+        apps = []
+    finally:
+        for app in apps:
+            with app.app_context():
+                app.extensions["sqlalchemy"].engine.dispose()
+        seeding.drop_database(a.postgres_url, AUTH_DB)
+        seeding.drop_database(a.postgres_url, CALLS_DB)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
