@@ -534,3 +534,31 @@ def test_cors_token_response_readable_by_spa_only(cors_app):
     assert r.status_code == 400 and r.json["error"] == "invalid_grant"
     assert r.headers["Access-Control-Allow-Origin"] == SPA
     assert not re.search(r"(?i)set-cookie", "\n".join(f"{k}: {v}" for k, v in r.headers.items()))
+
+
+def test_brute_force_limit_is_shared_by_replicas_through_redis(app_with):
+    """With RATELIMIT_STORAGE_URI=redis://…, failures counted by one replica throttle the
+    others: two separate apps (two processes' worth of state) share one budget."""
+    import uuid
+
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        if __import__("os").environ.get("CI") == "true":
+            raise
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    settings = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": url}
+    replica_a, replica_b = app_with(**settings), app_with(**settings)
+    # Redis outlives the test: a fresh username and client address give a fresh budget.
+    token = uuid.uuid4()
+    victim = make_user(replica_a, f"victim-{token.hex[:8]}", "victim-password")
+    ip = {"environ_base": {"REMOTE_ADDR": f"10.{token.bytes[0]}.{token.bytes[1]}.{token.bytes[2]}"}}
+    for i in range(5):
+        replica = replica_a if i % 2 == 0 else replica_b
+        r = post_login(replica.test_client(), victim.username, "guess", **ip)
+        assert r.status_code == 401, r.json
+    assert_too_many(post_login(replica_b.test_client(), victim.username, victim.password, **ip))
+    assert_too_many(post_login(replica_a.test_client(), victim.username, victim.password, **ip))
