@@ -9,13 +9,16 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from shared.cli import add_common_commands
 from shared.errors import ClickCallError
 from shared.keys import KeyStore
 
 from . import clients as client_service
 from . import create_app
 from .accounts import create_user
+from .config import load_config
 from .extensions import db
+from .schema import upgrade
 
 
 def _create_app() -> object:
@@ -33,54 +36,7 @@ def _fail(exc: ClickCallError) -> None:
     raise click.ClickException(exc.description)
 
 
-@main.group()
-def config() -> None:
-    """Configuration."""
-
-
-@config.command("show")
-@with_appcontext
-def config_show() -> None:
-    """Print the effective configuration (secrets masked)."""
-    from shared.showconfig import masked
-
-    click.echo(
-        masked(
-            dict(current_app.config),
-            [
-                "APP_ENV",
-                "SQLALCHEMY_DATABASE_URI",
-                "AUTH_ISSUER",
-                "AUTH_KEYS_DIR",
-                "AUTH_SIGNING_ALG",
-                "AUTH_GENERATE_KEYS",
-                "CALL_AUDIENCE",
-                "SECRET_KEY",
-                "ACCESS_TOKEN_TTL",
-                "AUTH_CODE_TTL",
-                "REFRESH_TOKEN_TTL",
-                "OAUTH2_TOKEN_EXPIRES_IN",
-                "CORS_ORIGINS",
-                "RATELIMIT_STORAGE_URI",
-                "RATELIMIT_ENABLED",
-                "LOGIN_LIMIT_PER_USERNAME",
-                "LOGIN_LIMIT_PER_IP",
-                "MAX_CONTENT_LENGTH",
-                "SESSION_COOKIE_SECURE",
-                "TRUSTED_PROXIES",
-            ],
-        )
-    )
-
-
-@main.command("init-db")
-@with_appcontext
-def init_db() -> None:
-    """Create or upgrade the schema."""
-    from .schema import upgrade
-
-    upgrade()
-    click.echo("auth database ready")
+add_common_commands(main, load_config, upgrade, "auth")
 
 
 @main.group()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,13 @@ MAX_LIMIT = 10_000
 class Policy:
     default_limit: int
     max_duration: int  # seconds
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Policy:
+        return cls(
+            default_limit=config["CALL_MAX_ONGOING_DEFAULT"],
+            max_duration=config["CALL_MAX_DURATION"],
+        )
 
 
 @dataclass(frozen=True)

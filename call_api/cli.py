@@ -8,9 +8,12 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from shared.cli import add_common_commands
 from shared.errors import ClickCallError
 
 from . import calls, create_app
+from .config import load_config
+from .schema import upgrade
 
 
 def _create_app() -> object:
@@ -23,57 +26,10 @@ def main() -> None:
 
 
 def _policy() -> calls.Policy:
-    return calls.Policy(
-        default_limit=current_app.config["CALL_MAX_ONGOING_DEFAULT"],
-        max_duration=current_app.config["CALL_MAX_DURATION"],
-    )
+    return calls.Policy.from_config(current_app.config)
 
 
-@main.group()
-def config() -> None:
-    """Configuration."""
-
-
-@config.command("show")
-@with_appcontext
-def config_show() -> None:
-    """Print the effective configuration (secrets masked)."""
-    from shared.showconfig import masked
-
-    click.echo(
-        masked(
-            dict(current_app.config),
-            [
-                "APP_ENV",
-                "SQLALCHEMY_DATABASE_URI",
-                "AUTH_ISSUER",
-                "CALL_AUDIENCE",
-                "CALL_JWKS_URL",
-                "CALL_PUBLIC_KEY_FILE",
-                "CALL_ALGORITHMS",
-                "CALL_TOKEN_LEEWAY",
-                "CALL_JWKS_CACHE_TTL",
-                "CALL_JWKS_MIN_REFRESH_INTERVAL",
-                "CALL_MAX_ONGOING_DEFAULT",
-                "CALL_MAX_DURATION",
-                "CALL_DEFAULT_REGION",
-                "CALL_ALLOW_QUERY_TOKEN",
-                "CORS_ORIGINS",
-                "MAX_CONTENT_LENGTH",
-                "TRUSTED_PROXIES",
-            ],
-        )
-    )
-
-
-@main.command("init-db")
-@with_appcontext
-def init_db() -> None:
-    """Create or upgrade the schema."""
-    from .schema import upgrade
-
-    upgrade()
-    click.echo("calls database ready")
+add_common_commands(main, load_config, upgrade, "calls")
 
 
 @main.group()

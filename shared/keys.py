@@ -65,14 +65,15 @@ def thumbprint(public_key: PublicKeyTypes) -> str:
     return _b64(hashlib.sha256(canonical).digest())
 
 
-def algorithm_for(private_key: PrivateKeyTypes) -> str:
-    if isinstance(private_key, rsa.RSAPrivateKey):
+def algorithm_for(key: PrivateKeyTypes | PublicKeyTypes) -> str:
+    """The JWS algorithm of a private or public key."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return "RS256"
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         return "ES256"
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
         return "EdDSA"
-    raise ValueError(f"unsupported key type {type(private_key).__name__}")
+    raise ValueError(f"unsupported key type {type(key).__name__}")
 
 
 def generate_private_key(algorithm: str = "RS256") -> PrivateKeyTypes:

@@ -124,11 +124,9 @@ def no_store(response: Response) -> Response:
 
 def install_proxy_fix(app: Flask) -> None:
     """Honour ``X-Forwarded-*`` only behind ``TRUSTED_PROXIES`` (default 0) proxies."""
-    import os
-
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    hops = int(app.config.get("TRUSTED_PROXIES", os.environ.get("TRUSTED_PROXIES", "0")) or 0)
+    hops = int(app.config.get("TRUSTED_PROXIES", 0))
     if hops > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops

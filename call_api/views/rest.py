@@ -16,10 +16,7 @@ bp = Blueprint("rest", __name__)
 
 
 def policy() -> calls.Policy:
-    return calls.Policy(
-        default_limit=current_app.config["CALL_MAX_ONGOING_DEFAULT"],
-        max_duration=current_app.config["CALL_MAX_DURATION"],
-    )
+    return calls.Policy.from_config(current_app.config)
 
 
 def _claims() -> dict[str, object]:
