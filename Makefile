@@ -29,8 +29,9 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-clean:
-	rm -rf var .pytest_cache .ruff_cache
+clean: ## undo `make run` and the test caches (keeps .venv)
+	rm -rf var instance .pytest_cache .ruff_cache .mypy_cache .hypothesis tests/artifacts
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 .PHONY: bench
 bench: ## benchmark under gunicorn + wrk (QUICK=1: short runs); writes bench/results.json

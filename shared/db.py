@@ -17,7 +17,12 @@ from sqlalchemy.engine import Engine, make_url
 
 
 def normalise_url(url: str) -> str:
-    """Accept ``postgres://`` (Heroku style) and make SQLite folders exist."""
+    """Accept ``postgres://`` (Heroku style); make a SQLite path absolute and its folder exist.
+
+    A relative SQLite path (``sqlite:///var/auth.db``) means relative to the working
+    directory, as a person reads it. Left relative, Flask-SQLAlchemy would resolve it
+    against the app's ``instance/`` folder instead, whose ``var/`` nobody creates.
+    """
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -25,7 +30,10 @@ def normalise_url(url: str) -> str:
         url = "postgresql+psycopg2://" + url[len("postgresql://") :]
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.database.startswith("file:"):
+            path = Path(parsed.database).expanduser().absolute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = parsed.set(database=str(path)).render_as_string(hide_password=False)
     return url
 
 
