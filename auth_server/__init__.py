@@ -14,6 +14,7 @@ from shared.errors import ClickCallError
 from .config import finalise, load_config
 from .extensions import db, limiter, migrate
 from .keyring import KeyRing
+from .metrics import METRICS
 from .oauth2 import config_oauth
 
 # Paths a browser app on another origin may call (never the login or consent pages).
@@ -45,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(meta.bp)
-    init_platform(app, "auth_server", render_error)
+    init_platform(app, METRICS, render_error)
     app.after_request(security_headers)
     if app.config["CORS_ORIGINS"]:
         from flask_cors import CORS

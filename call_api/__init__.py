@@ -13,6 +13,7 @@ from shared.app import build_app, init_database, init_platform
 from .auth import key_source_from_config
 from .config import finalise, load_config
 from .extensions import db, migrate
+from .metrics import METRICS
 from .render import render_error
 
 MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
@@ -29,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(rest.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(meta.bp)
-    init_platform(app, "call_api", render_error)
+    init_platform(app, METRICS, render_error)
     app.after_request(response_headers)
     if app.config["CORS_ORIGINS"]:
         from flask_cors import CORS

@@ -16,7 +16,7 @@ from .config import load_dotenv_in_development
 from .db import configure_engine, settle_database_options
 from .errors import DBConnectionError
 from .logs import configure_logging, install_request_logging
-from .metrics import install_metrics_endpoint
+from .metrics import ServiceMetrics, install_metrics_endpoint
 from .web import Renderer, install_proxy_fix, register_error_handlers
 
 
@@ -44,12 +44,12 @@ def init_database(app: Flask, db: SQLAlchemy, migrate: Migrate, migrations: str)
         configure_engine(db.engine)
 
 
-def init_platform(app: Flask, service: str, render: Renderer) -> None:
+def init_platform(app: Flask, metrics: ServiceMetrics, render: Renderer) -> None:
     """Errors, JSON request logs, ``/metrics`` and ``TRUSTED_PROXIES``."""
     register_error_handlers(app, render)
     configure_logging()
-    install_request_logging(app, service)
-    install_metrics_endpoint(app)
+    install_request_logging(app, metrics.service)
+    install_metrics_endpoint(app, metrics)
     install_proxy_fix(app)
 
 

@@ -93,7 +93,6 @@ def install_request_logging(app: Flask, service: str) -> None:
         access.info("request", extra={"fields": fields})
         if started:
             observe(
-                service,
                 endpoint_label(),
                 request.method,
                 response.status_code,

@@ -1,63 +1,111 @@
 """Prometheus metrics (prometheus-client), served at ``/metrics`` by both services.
 
+Each service owns a :class:`ServiceMetrics`: its own registry holding the request series
+every service has, the process series, and the service's own counters. ``/metrics``
+exposes only that registry, so when both services share one process (``make run``) each
+still shows only its own series.
+
 Under gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder
-(``deploy/gunicorn.conf.py`` does) so every worker's counts are aggregated.
+(``deploy/gunicorn.conf.py`` does) so every worker's counts are aggregated; the folder's
+series are filtered to the service's own names and ``service`` label too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-REQUESTS = Counter(
-    "clickcall_http_requests_total",
-    "HTTP requests by service, endpoint, method and status.",
-    ["service", "endpoint", "method", "status"],
-)
-LATENCY = Histogram(
-    "clickcall_http_request_duration_seconds",
-    "HTTP request latency by service and endpoint.",
-    ["service", "endpoint"],
-    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
-TOKENS_ISSUED = Counter(
-    "clickcall_tokens_issued_total", "Access tokens issued by grant type.", ["grant_type"]
-)
-CALLS_STARTED = Counter("clickcall_calls_started_total", "Call sessions started.")
-CALLS_ENDED = Counter("clickcall_calls_ended_total", "Call sessions ended, by reason.", ["reason"])
-LIMIT_REFUSALS = Counter(
-    "clickcall_call_limit_refusals_total", "Call starts refused by the ongoing-call limit."
-)
-JWKS_REFRESHES = Counter(
-    "clickcall_jwks_refreshes_total", "JWKS fetches by the call API, by outcome.", ["outcome"]
-)
+EXTENSION = "clickcall_metrics"
 
 
-def observe(service: str, endpoint: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(service, endpoint, method, str(status)).inc()
-    LATENCY.labels(service, endpoint).observe(seconds)
+class ServiceMetrics:
+    """One service's registry and the series every service has."""
 
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._names: set[str] = set()
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.requests = self.counter(
+            "clickcall_http_requests_total",
+            "HTTP requests by service, endpoint, method and status.",
+            ["service", "endpoint", "method", "status"],
+        )
+        self._names.add("clickcall_http_request_duration_seconds")
+        self.latency = Histogram(
+            "clickcall_http_request_duration_seconds",
+            "HTTP request latency by service and endpoint.",
+            ["service", "endpoint"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
 
-def install_metrics_endpoint(app: Flask) -> None:
-    @app.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus exposition format."""
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter in this service's registry."""
+        self._names.add(name.removesuffix("_total"))
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(self.service, endpoint, method, str(status)).inc()
+        self.latency.labels(self.service, endpoint).observe(seconds)
+
+    def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            data = generate_latest(registry)
-        else:
-            data = generate_latest()
-        return Response(data, mimetype=CONTENT_TYPE_LATEST)
+            registry.register(_OwnSeries(self, multiprocess.MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class _OwnSeries(Collector):
+    """The multi-process folder's series that belong to one service."""
+
+    def __init__(self, metrics: ServiceMetrics, source: Collector) -> None:
+        self.metrics = metrics
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.source.collect():
+            if family.name not in self.metrics._names:
+                continue
+            family.samples = [
+                s
+                for s in family.samples
+                if s.labels.get("service", self.metrics.service) == self.metrics.service
+            ]
+            yield family
+
+
+def install_metrics_endpoint(app: Flask, metrics: ServiceMetrics) -> None:
+    app.extensions[EXTENSION] = metrics
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        """Prometheus exposition format."""
+        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def observe(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Count one request in the current app's series."""
+    metrics: ServiceMetrics | None = current_app.extensions.get(EXTENSION)
+    if metrics is not None:
+        metrics.observe(endpoint, method, status, seconds)
 
 
 def endpoint_label() -> str:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +152,52 @@ def test_production_call_api_refuses_sqlite(monkeypatch):
     monkeypatch.delenv("CALL_DATABASE_URL", raising=False)
     with pytest.raises(ConfigError, match="CALL_DATABASE_URL"):
         create_app()
+
+
+def test_metrics_in_one_process_show_only_each_services_own_series(client, api, user_token):
+    api.post("/rest/call", data={"number": "+14155550123"}, headers=bearer(user_token))
+    auth_text = client.get("/metrics").get_data(as_text=True)
+    call_text = api.get("/metrics").get_data(as_text=True)
+    assert 'clickcall_tokens_issued_total{grant_type="authorization_code"}' in auth_text
+    assert "clickcall_tokens_issued_total" not in call_text
+    assert "clickcall_calls_started_total" in call_text
+    assert "clickcall_calls_started_total" not in auth_text
+    assert 'service="call_api"' not in auth_text and 'service="auth_server"' in auth_text
+    assert 'service="auth_server"' not in call_text and 'service="call_api"' in call_text
+
+
+MULTIPROCESS_SCRIPT = """
+import auth_server, call_api
+auth, api = auth_server.create_app(), call_api.create_app()
+for app in (auth, api):
+    with app.test_client() as c:
+        c.get("/openapi.json" if app is api else "/.well-known/jwks.json")
+        print("=====", app.import_name)
+        print(c.get("/metrics").get_data(as_text=True))
+"""
+
+
+def test_metrics_in_multiprocess_mode_filter_the_shared_folder_by_service(tmp_path):
+    """Two services pointed at one PROMETHEUS_MULTIPROC_DIR still show only their own."""
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+        "CLICKCALL_VAR_DIR": str(tmp_path / "var"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_SCRIPT],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    _, auth_text, call_text = result.stdout.split("===== ")
+    assert auth_text.startswith("auth_server") and call_text.startswith("call_api")
+    assert 'service="auth_server"' in auth_text and 'service="call_api"' not in auth_text
+    assert 'service="call_api"' in call_text and 'service="auth_server"' not in call_text
+    assert "clickcall_calls_started_total" in call_text
+    assert "clickcall_calls_started" not in auth_text
