@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from shared.cli import add_common_commands
+from shared.cli import UsageProblem, add_common_commands, document_flask_options, version_option
 from shared.errors import ClickCallError
-from shared.keys import KeyStore
 
+from . import accounts, create_app
 from . import clients as client_service
-from . import create_app
-from .accounts import create_user
 from .config import load_config
 from .extensions import db
+from .rules import DEFAULT_GRANT_TYPES, DEFAULT_SCOPE, GRANT_TYPES, RESPONSE_TYPES, SCOPES
 from .schema import upgrade
+from .tokens import keyring
 
 
 def _create_app() -> object:
@@ -27,15 +28,42 @@ def _create_app() -> object:
     return create_app({"AUTH_REQUIRE_KEYS": False})
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True)
+# Flask's own --version (Python, Flask, Werkzeug) is replaced by ClickCall's.
+@click.group(
+    "auth-server",
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_default_commands=True,
+    add_version_option=False,
+)
+@version_option("auth-server")
 def main() -> None:
     """ClickCall authorization server."""
 
 
-def _fail(exc: ClickCallError) -> None:
-    raise click.ClickException(exc.description)
+def _fail(exc: ClickCallError) -> NoReturn:
+    raise click.ClickException(exc.description) from exc
 
 
+def _production() -> bool:
+    return bool(current_app.config["APP_ENV"] == "production")
+
+
+def _read_password(password_stdin: bool) -> str:
+    if not password_stdin:
+        raise UsageProblem("pass --password-stdin and send the password on standard input")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+PASSWORD_STDIN_HELP = (
+    "Read the password (one line) from standard input. Required: a password is never "
+    "taken from the command line."
+)
+# Usernames may start with "-": read such a word as USERNAME, not as an unknown option.
+USERNAME_ARG = {"ignore_unknown_options": True}
+
+
+document_flask_options(main)
 add_common_commands(main, load_config, upgrade, "auth")
 
 
@@ -46,18 +74,90 @@ def users() -> None:
 
 @users.command("create")
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
 @with_appcontext
 def users_create(username: str, password_stdin: bool) -> None:
     """Create a user (the password is read from stdin, never from the command line)."""
-    if not password_stdin:
-        raise click.UsageError("pass --password-stdin and send the password on standard input")
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _read_password(password_stdin)
     try:
-        user = create_user(username, password)
+        user = accounts.create_user(username, password)
     except ClickCallError as exc:
         _fail(exc)
     click.echo(json.dumps({"id": user.id, "username": user.username}))
+
+
+@users.command("list")
+@with_appcontext
+def users_list() -> None:
+    """List users as JSON lines (id, username, disabled, created_at), by username."""
+    for user in accounts.list_users():
+        click.echo(json.dumps(accounts.describe_user(user)))
+
+
+@users.command("show", context_settings=USERNAME_ARG)
+@click.argument("username")
+@with_appcontext
+def users_show(username: str) -> None:
+    """Show one user and the clients they authorized (never the password hash)."""
+    try:
+        user = accounts.find_user(username)
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(json.dumps(accounts.describe_user(user, details=True), indent=2))
+
+
+@users.command("disable", context_settings=USERNAME_ARG)
+@click.argument("username")
+@with_appcontext
+def users_disable(username: str) -> None:
+    """Stop USERNAME from signing in; revoke their refresh tokens, codes and consents.
+
+    Access tokens already issued are JWTs: resource servers accept them until they expire
+    (ACCESS_TOKEN_TTL); introspection reports them inactive at once.
+    """
+    try:
+        accounts.disable_user(username)
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(f"disabled {username} (refresh tokens, codes and consents revoked)")
+
+
+@users.command("enable", context_settings=USERNAME_ARG)
+@click.argument("username")
+@with_appcontext
+def users_enable(username: str) -> None:
+    """Let a disabled user sign in again (what was revoked stays revoked)."""
+    try:
+        accounts.enable_user(username)
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(f"enabled {username}")
+
+
+@users.command("set-password", context_settings=USERNAME_ARG)
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
+@with_appcontext
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Give USERNAME a new password (read from stdin, never from the command line)."""
+    password = _read_password(password_stdin)
+    try:
+        accounts.set_password(username, password)
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(f"password changed for {username}")
+
+
+@users.command("delete", context_settings=USERNAME_ARG)
+@click.argument("username")
+@with_appcontext
+def users_delete(username: str) -> None:
+    """Delete USERNAME with their tokens, codes and consents."""
+    try:
+        accounts.delete_user(username)
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(f"deleted {username}")
 
 
 @main.group()
@@ -65,14 +165,61 @@ def clients() -> None:
     """Manage OAuth clients."""
 
 
+def _check_implicit(grant_types: tuple[str, ...], response_types: tuple[str, ...]) -> None:
+    if "implicit" in grant_types and "token" not in response_types:
+        # The contract: implicit needs an explicit --response-type token (no silent default).
+        raise click.ClickException("The implicit grant needs --response-type token.")
+
+
+GRANTS = ", ".join(GRANT_TYPES)
+RESPONSES = " or ".join(RESPONSE_TYPES)
+
+
 @clients.command("create")
-@click.option("--name", required=True)
-@click.option("--redirect-uri", "redirect_uris", multiple=True)
-@click.option("--grant-type", "grant_types", multiple=True)
-@click.option("--response-type", "response_types", multiple=True)
-@click.option("--scope", default="call", show_default=True)
-@click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
-@click.option("--json", "as_json", is_flag=True, help="Print {client_id, client_secret} as JSON.")
+@click.option(
+    "--name", required=True, metavar="NAME", help="The client's name, shown on the consent page."
+)
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    metavar="URI",
+    help="A redirect URI, matched exactly; repeat for several. "
+    "[default: none; needed by clients of the authorization endpoint]",
+)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    metavar="TYPE",
+    help=f"{GRANTS}; repeat for several. [default: {', '.join(DEFAULT_GRANT_TYPES)}]",
+)
+@click.option(
+    "--response-type",
+    "response_types",
+    multiple=True,
+    metavar="TYPE",
+    help=f"{RESPONSES}; repeat for several. "
+    "[default: those of the grant types: code for authorization_code]",
+)
+@click.option(
+    "--scope",
+    default=DEFAULT_SCOPE,
+    metavar="SCOPES",
+    show_default=True,
+    help=f"The scopes the client may ask for, space-separated, among: {' '.join(SCOPES)}.",
+)
+@click.option(
+    "--public",
+    is_flag=True,
+    help="A public client: no secret, PKCE required. [default: confidential, with a secret]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print {client_id, client_secret} as JSON. [default: one labelled line each]",
+)
 @with_appcontext
 def clients_create(
     name: str,
@@ -84,18 +231,16 @@ def clients_create(
     as_json: bool,
 ) -> None:
     """Register a client; its secret is shown once and stored hashed."""
-    if "implicit" in grant_types and "token" not in response_types:
-        # The contract: implicit needs an explicit --response-type token (no silent default).
-        raise click.ClickException("The implicit grant needs --response-type token.")
+    _check_implicit(grant_types, response_types)
     try:
         registered = client_service.create_client(
             name=name,
             redirect_uris=redirect_uris,
-            grant_types=grant_types or ("authorization_code",),
+            grant_types=grant_types or DEFAULT_GRANT_TYPES,
             response_types=response_types or None,
             scope=scope,
             public=public,
-            production=current_app.config["APP_ENV"] == "production",
+            production=_production(),
         )
     except ClickCallError as exc:
         _fail(exc)
@@ -108,6 +253,68 @@ def clients_create(
     click.echo(f"client_id:     {out['client_id']}")
     if "client_secret" in out:
         click.echo(f"client_secret: {out['client_secret']}   (shown once; stored hashed)")
+
+
+UNCHANGED = "[default: unchanged]"
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--name", metavar="NAME", help=f"A new name. {UNCHANGED}")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    metavar="URI",
+    help=f"The redirect URIs (all of them: they replace the registered ones); repeat for "
+    f"several. {UNCHANGED}",
+)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    metavar="TYPE",
+    help=f"The grant types ({GRANTS}; they replace the registered ones); repeat for several. "
+    f"Without --response-type the response types follow them, as in `create`. {UNCHANGED}",
+)
+@click.option(
+    "--response-type",
+    "response_types",
+    multiple=True,
+    metavar="TYPE",
+    help=f"The response types ({RESPONSES}); repeat for several. {UNCHANGED}",
+)
+@click.option(
+    "--scope",
+    metavar="SCOPES",
+    help=f"The scopes, space-separated, among: {' '.join(SCOPES)}. {UNCHANGED}",
+)
+@with_appcontext
+def clients_update(
+    client_id: str,
+    name: str | None,
+    redirect_uris: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    response_types: tuple[str, ...],
+    scope: str | None,
+) -> None:
+    """Change a client's registration: only the options given change, checked as in
+    `create`. The client keeps its id, its secret and whether it is public; prints it."""
+    if grant_types:
+        _check_implicit(grant_types, response_types)
+    try:
+        client = client_service.update_client(
+            client_id,
+            name=name,
+            redirect_uris=redirect_uris or None,
+            grant_types=grant_types or None,
+            response_types=response_types or None,
+            scope=scope,
+            production=_production(),
+        )
+    except ClickCallError as exc:
+        _fail(exc)
+    click.echo(json.dumps(client_service.describe(client), indent=2))
 
 
 @clients.command("list")
@@ -165,16 +372,15 @@ def keys() -> None:
     "--stage",
     is_flag=True,
     help="Publish the new key in the JWKS but keep signing with the current one; "
-    "switch later with `keys activate KID` once resource servers have fetched it.",
+    "switch later with `keys activate KID` once resource servers have fetched it. "
+    "[default: off: the new key signs at once]",
 )
 @with_appcontext
 def keys_rotate(stage: bool) -> None:
     """Add a signing key and sign new tokens with it; old keys stay in the JWKS."""
-    store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
-    key = store.add(current_app.config["AUTH_SIGNING_ALG"], activate=not stage)
-    current = store.current()
-    is_current = current is not None and current.kid == key.kid
-    click.echo(json.dumps({"kid": key.kid, "alg": key.algorithm, "current": is_current}))
+    key = keyring().rotate(stage=stage)
+    [line] = [k for k in keyring().describe() if k["kid"] == key.kid]
+    click.echo(json.dumps(line))
 
 
 @keys.command("activate", context_settings={"ignore_unknown_options": True})
@@ -182,9 +388,8 @@ def keys_rotate(stage: bool) -> None:
 @with_appcontext
 def keys_activate(kid: str) -> None:
     """Sign new tokens with KID (a key already published in the JWKS)."""
-    store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
     try:
-        store.activate(kid)
+        keyring().activate(kid)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"kid": kid, "current": True}))
@@ -196,9 +401,8 @@ def keys_activate(kid: str) -> None:
 @with_appcontext
 def keys_retire(kid: str) -> None:
     """Remove a (non-current) key from the JWKS: tokens it signed stop validating."""
-    store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
     try:
-        store.retire(kid)
+        keyring().retire(kid)
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"retired {kid}")
@@ -208,18 +412,8 @@ def keys_retire(kid: str) -> None:
 @with_appcontext
 def keys_list() -> None:
     """List the published keys; the current one is marked."""
-    store = KeyStore(current_app.config["AUTH_KEYS_DIR"])
-    current = store.current()
-    for key in store.keys():
-        click.echo(
-            json.dumps(
-                {
-                    "kid": key.kid,
-                    "alg": key.algorithm,
-                    "current": current is not None and key.kid == current.kid,
-                }
-            )
-        )
+    for line in keyring().describe():
+        click.echo(json.dumps(line))
 
 
 @main.command("demo")

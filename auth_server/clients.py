@@ -6,7 +6,6 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -14,11 +13,16 @@ from shared.errors import InvalidRequest, ObjectDoesNotExist
 
 from .extensions import db
 from .models import Client, hash_client_secret
-
-GRANT_TYPES = ("authorization_code", "implicit", "refresh_token", "client_credentials")
-RESPONSE_TYPES = ("code", "token")
-SCOPES = ("call", "admin")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+from .rules import (
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_SCOPE,
+    DEFAULT_SECRET_AUTH_METHOD,
+    GRANT_TYPES,
+    PUBLIC_AUTH_METHOD,
+    RESPONSE_TYPES,
+    SCOPES,
+    validate_redirect_uri,
+)
 
 
 @dataclass
@@ -27,49 +31,24 @@ class RegisteredClient:
     client_secret: str | None
 
 
-def validate_redirect_uri(uri: str, production: bool) -> str:
-    parts = urlsplit(uri)
-    if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")):
-        raise InvalidRequest(f"Redirect URI {uri!r} must be an absolute URI.")
-    if parts.fragment or "#" in uri:
-        raise InvalidRequest(f"Redirect URI {uri!r} must not contain a fragment.")
-    if parts.username or parts.password or "@" in parts.netloc:
-        raise InvalidRequest(f"Redirect URI {uri!r} must not contain userinfo.")
-    if "*" in uri:
-        raise InvalidRequest(f"Redirect URI {uri!r} must not contain wildcards.")
-    if parts.scheme == "http" and production and parts.hostname not in LOOPBACK_HOSTS:
-        raise InvalidRequest(
-            f"Redirect URI {uri!r}: http:// is only allowed for loopback in production."
-        )
-    if parts.scheme in ("javascript", "data", "file", "vbscript"):
-        raise InvalidRequest(f"Redirect URI {uri!r} uses a forbidden scheme.")
-    return uri
-
-
-def new_client_id() -> str:
-    """A random URL-safe id that never starts with '-' (the CLI would read it as an option)."""
-    while True:
-        client_id = secrets.token_urlsafe(18)
-        if not client_id.startswith("-"):
-            return client_id
-
-
-def create_client(
+def client_metadata(
     name: str,
     redirect_uris: Iterable[str],
-    grant_types: Iterable[str] = ("authorization_code",),
+    grant_types: Iterable[str] = DEFAULT_GRANT_TYPES,
     response_types: Iterable[str] | None = None,
-    scope: str = "call",
+    scope: str = DEFAULT_SCOPE,
     public: bool = False,
     production: bool = False,
-    client_id: str | None = None,
-    client_secret: str | None = None,
-) -> RegisteredClient:
-    """Register a client. The plain secret is returned once and only its hash is kept."""
+) -> dict[str, object]:
+    """Checked client metadata (RFC 7591 names), for a new client or an updated one.
+
+    ``response_types=None``: those the grants use (``code`` for ``authorization_code``,
+    ``token`` for ``implicit``).
+    """
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("A client needs a name.")
-    grants = list(dict.fromkeys(grant_types or ("authorization_code",)))
+    grants = list(dict.fromkeys(grant_types or DEFAULT_GRANT_TYPES))
     for g in grants:
         if g not in GRANT_TYPES:
             raise InvalidRequest(f"Unknown grant type {g!r}; use one of {', '.join(GRANT_TYPES)}.")
@@ -83,7 +62,7 @@ def create_client(
         responses = list(dict.fromkeys(response_types))
     for r in responses:
         if r not in RESPONSE_TYPES:
-            raise InvalidRequest(f"Unknown response type {r!r}; use code or token.")
+            raise InvalidRequest(f"Unknown response type {r!r}; use {' or '.join(RESPONSE_TYPES)}.")
     if "implicit" in grants and "token" not in responses:
         raise InvalidRequest("The implicit grant needs --response-type token.")
     if "token" in responses and "implicit" not in grants:
@@ -99,6 +78,45 @@ def create_client(
     uris = [validate_redirect_uri(u, production) for u in redirect_uris]
     if responses and not uris:
         raise InvalidRequest("A client that uses the authorization endpoint needs --redirect-uri.")
+    return {
+        "client_name": name,
+        "redirect_uris": uris,
+        "grant_types": grants,
+        "response_types": responses,
+        "scope": " ".join(scopes),
+        "token_endpoint_auth_method": PUBLIC_AUTH_METHOD if public else DEFAULT_SECRET_AUTH_METHOD,
+    }
+
+
+def new_client_id() -> str:
+    """A random URL-safe id that never starts with '-' (the CLI would read it as an option)."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
+def create_client(
+    name: str,
+    redirect_uris: Iterable[str],
+    grant_types: Iterable[str] = DEFAULT_GRANT_TYPES,
+    response_types: Iterable[str] | None = None,
+    scope: str = DEFAULT_SCOPE,
+    public: bool = False,
+    production: bool = False,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> RegisteredClient:
+    """Register a client. The plain secret is returned once and only its hash is kept."""
+    metadata = client_metadata(
+        name=name,
+        redirect_uris=redirect_uris,
+        grant_types=grant_types,
+        response_types=response_types,
+        scope=scope,
+        public=public,
+        production=production,
+    )
     client_id = client_id or new_client_id()
     if db.session.scalar(select(Client).where(Client.client_id == client_id)) is not None:
         raise InvalidRequest(f"The client_id {client_id!r} exists already.")
@@ -108,16 +126,7 @@ def create_client(
         client_secret=hash_client_secret(secret) if secret else None,
         client_id_issued_at=int(time.time()),
     )
-    client.set_client_metadata(
-        {
-            "client_name": name,
-            "redirect_uris": uris,
-            "grant_types": grants,
-            "response_types": responses,
-            "scope": " ".join(scopes),
-            "token_endpoint_auth_method": "none" if public else "client_secret_basic",
-        }
-    )
+    client.set_client_metadata(metadata)
     db.session.add(client)
     db.session.commit()
     return RegisteredClient(client=client, client_secret=secret)
@@ -127,6 +136,43 @@ def get_client(client_id: str) -> Client:
     client = db.session.scalar(select(Client).where(Client.client_id == client_id))
     if client is None:
         raise ObjectDoesNotExist(f"No client {client_id!r}.")
+    return client
+
+
+def update_client(
+    client_id: str,
+    name: str | None = None,
+    redirect_uris: Iterable[str] | None = None,
+    grant_types: Iterable[str] | None = None,
+    response_types: Iterable[str] | None = None,
+    scope: str | None = None,
+    production: bool = False,
+) -> Client:
+    """Change the given metadata (``None``: keep), checked exactly as at creation.
+
+    New grant types without response types get the response types those grants use, as at
+    creation. The client stays public or confidential, and keeps its id and secret.
+    """
+    client = get_client(client_id)
+    current = client.client_metadata
+    if grant_types is not None and response_types is None:
+        responses: Iterable[str] | None = None
+    elif response_types is not None:
+        responses = response_types
+    else:
+        responses = current.get("response_types", [])
+    metadata = client_metadata(
+        name=current.get("client_name", "") if name is None else name,
+        redirect_uris=current.get("redirect_uris", []) if redirect_uris is None else redirect_uris,
+        grant_types=current.get("grant_types", []) if grant_types is None else grant_types,
+        response_types=responses,
+        scope=current.get("scope", "") if scope is None else scope,
+        public=client.is_public,
+        production=production,
+    )
+    metadata["token_endpoint_auth_method"] = client.token_endpoint_auth_method
+    client.set_client_metadata({**current, **metadata})
+    db.session.commit()
     return client
 
 

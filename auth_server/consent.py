@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .extensions import db
 from .models import Consent
@@ -38,3 +38,9 @@ def forget_consent(user_id: str, client_id: str) -> None:
     if row is not None:
         db.session.delete(row)
         db.session.commit()
+
+
+def forget_user_consents(user_id: str) -> int:
+    """Forget every consent the user gave (disabling or deleting the user); how many."""
+    result = db.session.execute(delete(Consent).where(Consent.user_id == user_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

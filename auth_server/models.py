@@ -8,7 +8,6 @@ import secrets
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
 from authlib.oauth2.rfc6749 import scope_to_list
@@ -25,6 +24,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
+from .rules import (
+    DEFAULT_SECRET_AUTH_METHOD,
+    PUBLIC_AUTH_METHOD,
+    SECRET_AUTH_METHODS,
+    redirect_uri_allowed,
+)
 
 
 def utcnow() -> datetime:
@@ -64,34 +69,6 @@ def check_client_secret_hash(stored: str | None, secret: str) -> bool:
     return hmac.compare_digest(candidate.hexdigest(), digest)
 
 
-LOOPBACK_IPS = ("127.0.0.1", "[::1]", "localhost")
-
-
-def _same_loopback_but_port(registered: str, candidate: str) -> bool:
-    try:
-        reg, cand = urlsplit(registered), urlsplit(candidate)
-        cand_port = cand.port
-    except ValueError:
-        return False
-    if reg.scheme != "http" or cand.scheme != "http":
-        return False
-    host = (
-        reg.netloc.rsplit(":", 1)[0]
-        if not reg.netloc.startswith("[")
-        else reg.netloc.split("]")[0] + "]"
-    )
-    cand_host = (
-        cand.netloc.rsplit(":", 1)[0]
-        if not cand.netloc.startswith("[")
-        else cand.netloc.split("]")[0] + "]"
-    )
-    if host not in LOOPBACK_IPS or cand_host != host or "@" in cand.netloc:
-        return False
-    if cand_port is None and cand.netloc != cand_host:
-        return False
-    return (reg.path, reg.query, reg.fragment) == (cand.path, cand.query, cand.fragment)
-
-
 class User(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "users"
 
@@ -99,6 +76,12 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     username: Mapped[str] = mapped_column(String(150), unique=True, nullable=False)
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set by `auth-server users disable`: the user cannot sign in or get tokens until enabled.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
 
     def get_user_id(self) -> str:
         return self.id
@@ -114,11 +97,13 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
 
     @property
     def is_public(self) -> bool:
-        return self.token_endpoint_auth_method == "none"
+        return self.token_endpoint_auth_method == PUBLIC_AUTH_METHOD
 
     @property
     def token_endpoint_auth_method(self) -> str:
-        return str(self.client_metadata.get("token_endpoint_auth_method", "client_secret_basic"))
+        return str(
+            self.client_metadata.get("token_endpoint_auth_method", DEFAULT_SECRET_AUTH_METHOD)
+        )
 
     def check_client_secret(self, client_secret: str) -> bool:
         return check_client_secret_hash(self.client_secret, client_secret)
@@ -135,19 +120,13 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
         RFC 8252 §7.3: a native app listening on ``http://127.0.0.1:{any port}/path`` cannot
         know its port in advance. Nothing else (scheme, host, path, query) may differ.
         """
-        if redirect_uri in self.redirect_uris:
-            return True
-        if not self.is_public:
-            return False
-        return any(
-            _same_loopback_but_port(registered, redirect_uri) for registered in self.redirect_uris
-        )
+        return redirect_uri_allowed(self.redirect_uris, redirect_uri, port_may_vary=self.is_public)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         """Public clients use ``none``; confidential ones either secret method."""
         if self.is_public:
-            return method == "none"
-        return method in ("client_secret_basic", "client_secret_post")
+            return method == PUBLIC_AUTH_METHOD
+        return method in SECRET_AUTH_METHODS
 
     def get_allowed_scope(self, scope: str | None) -> str:
         """The requested scope, or the client's registered scope when none is asked.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from shared.cli import add_common_commands
+from shared.cli import UsageProblem, add_common_commands, document_flask_options, version_option
 from shared.errors import ClickCallError
 
 from . import calls, create_app
@@ -20,15 +21,48 @@ def _create_app() -> object:
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=True)
+# Flask's own --version (Python, Flask, Werkzeug) is replaced by ClickCall's.
+@click.group(
+    "call-api",
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_default_commands=True,
+    add_version_option=False,
+)
+@version_option("call-api")
 def main() -> None:
     """ClickCall call API."""
+
+
+class Limit(click.ParamType):
+    """An ongoing-call limit, 0 to ``MAX_LIMIT``; a bad value is a one-line error."""
+
+    name = "integer"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        label = (param.human_readable_name if param is not None else "N").upper()
+        if re.fullmatch(r"-?[0-9]+", text) and 0 <= int(text) <= calls.MAX_LIMIT:
+            return int(text)
+        raise UsageProblem(
+            f"Invalid value for '{label}': {label} must be an integer between 0 and "
+            f"{calls.MAX_LIMIT}, got {text!r}."
+        )
+
+
+# A SUBJECT or N may start with "-" (a negative N is refused by name, not as an option).
+ARGS_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
 
 
 def _policy() -> calls.Policy:
     return calls.Policy.from_config(current_app.config)
 
 
+document_flask_options(main)
 add_common_commands(main, load_config, upgrade, "calls")
 
 
@@ -37,9 +71,14 @@ def limits() -> None:
     """Per-user ongoing-call limits."""
 
 
-@limits.command("set")
+@limits.command(
+    "set",
+    context_settings=ARGS_MAY_START_WITH_DASH,
+    help=f"Set SUBJECT's ongoing-call limit to N, from 0 (refuse every new call) to "
+    f"{calls.MAX_LIMIT}. Lowering it ends no call: it only refuses new ones.",
+)
 @click.argument("subject")
-@click.argument("n", type=click.IntRange(0, calls.MAX_LIMIT))
+@click.argument("n", type=Limit())
 @with_appcontext
 def limits_set(subject: str, n: int) -> None:
     """Set SUBJECT's ongoing-call limit to N."""
@@ -50,14 +89,30 @@ def limits_set(subject: str, n: int) -> None:
     click.echo(json.dumps({"subject": subject, "max_ongoing": n}))
 
 
-@limits.command("show")
-@click.argument("subject")
-@with_appcontext
-def limits_show(subject: str) -> None:
-    """Show SUBJECT's limit and ongoing count."""
+def _show(subject: str) -> None:
     summary = calls.user_summary(subject, _policy(), recent=0)
     summary.pop("recent_calls")
     click.echo(json.dumps(summary))
+
+
+@limits.command("show", context_settings=ARGS_MAY_START_WITH_DASH)
+@click.argument("subject")
+@with_appcontext
+def limits_show(subject: str) -> None:
+    """Show SUBJECT's limit, where it comes from (user or default) and ongoing count."""
+    _show(subject)
+
+
+@limits.command("reset", context_settings=ARGS_MAY_START_WITH_DASH)
+@click.argument("subject")
+@with_appcontext
+def limits_reset(subject: str) -> None:
+    """Give SUBJECT the default limit (CALL_MAX_ONGOING_DEFAULT) again; prints it as `show`."""
+    try:
+        calls.set_limit(subject, None)
+    except ClickCallError as exc:
+        raise click.ClickException(exc.description) from exc
+    _show(subject)
 
 
 @main.command("expire-calls")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+from importlib.metadata import version
+from urllib.parse import urlencode
 
+import click
 import jwt
 import pytest
 from sqlalchemy import select
@@ -11,7 +15,9 @@ from sqlalchemy import select
 from auth_server.cli import main
 from shared.keys import KeyStore
 from tests.auth_server.helpers import (
+    JSON,
     basic,
+    ensure_csrf,
     exchange,
     get_code,
     introspect,
@@ -20,7 +26,14 @@ from tests.auth_server.helpers import (
     token_request,
     verify_access_token,
 )
-from tests.conftest import TEST_REDIRECT, ClientInfo, UserInfo, auth_config, make_client
+from tests.conftest import (
+    TEST_REDIRECT,
+    ClientInfo,
+    UserInfo,
+    auth_config,
+    make_client,
+    make_user,
+)
 
 
 @pytest.fixture
@@ -421,3 +434,374 @@ def test_cli_works_in_production_before_the_first_key(databases, tmp_path, monke
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["current"] is True
     create_app()  # now a serving process starts
+
+
+# --- operating from the CLI: users list/show/disable/enable/set-password/delete ----------
+
+ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
+DISABLED = "This account is disabled; ask the operator to enable it."
+
+
+def _refresh(client, app_client: ClientInfo, refresh_token: str):
+    return token_request(
+        client, app_client, {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    )
+
+
+def _authorize_json(client, app_client: ClientInfo, redirect_uri: str | None = None):
+    verifier, params = pkce_params(app_client)
+    if redirect_uri is not None:
+        params["redirect_uri"] = redirect_uri
+    return client.get("/oauth/auth?" + urlencode(params), headers=JSON)
+
+
+def test_users_list_prints_one_json_line_per_user_by_username(cli, auth_app):
+    """list: {id, username, disabled, created_at} per user, sorted by username."""
+    bob = make_user(auth_app, "bob", "bob-password")
+    alice = make_user(auth_app, "alice", "alice-password")
+    assert cli("users", "disable", "bob").exit_code == 0
+    result = cli("users", "list")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    for row in rows:
+        assert re.fullmatch(ISO_UTC, row.pop("created_at")), row
+    assert rows == [
+        {"id": alice.id, "username": "alice", "disabled": False},
+        {"id": bob.id, "username": "bob", "disabled": True},
+    ]
+    assert "password" not in result.output
+
+
+def test_users_show(cli, flow, user, web_client):
+    """show: the user, when disabled, and the clients they authorized; no password hash."""
+    flow.token(user, web_client)
+    result = cli("users", "show", "alice")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert re.fullmatch(ISO_UTC, shown.pop("created_at"))
+    assert shown == {
+        "id": user.id,
+        "username": "alice",
+        "disabled": False,
+        "disabled_at": None,
+        "authorized_clients": [web_client.client_id],
+    }
+    assert result.output.startswith('{\n  "id"')
+    assert "password" not in result.output
+
+
+def test_users_disable_stops_login_refresh_and_consent(cli, client, flow, user, web_client):
+    """disable: the password no longer signs in (clear message), the refresh token and the
+    consent are revoked, an open login session ends, introspection sees the token inactive."""
+    tokens = flow.token(user, web_client)  # leaves `client` signed in as alice
+    result = cli("users", "disable", "alice")
+    assert result.exit_code == 0, result.output
+    assert result.output == "disabled alice (refresh tokens, codes and consents revoked)\n"
+
+    r = sign_in(client, user)
+    assert r.status_code == 401
+    assert r.json["error_description"] == DISABLED
+    r = client.post(
+        "/auth/login",
+        data={"username": "alice", "password": user.password, "csrf_token": ensure_csrf(client)},
+    )
+    assert r.status_code == 401
+    assert "This account is disabled" in r.get_data(as_text=True)
+    # A wrong password is told apart from nothing: the usual message.
+    r = sign_in(client, UserInfo(user.id, "alice", "wrong-password"))
+    assert (r.status_code, r.json["error_description"]) == (401, "Invalid username or password.")
+
+    r = _refresh(client, web_client, tokens["refresh_token"])
+    assert (r.status_code, r.json["error"]) == (400, "invalid_grant")
+    r = introspect(client, tokens["access_token"], web_client)
+    assert (r.status_code, r.json) == (200, {"active": False})
+
+    # The session signed in before the disable no longer counts: back to the login page.
+    r = client.get("/oauth/auth?" + urlencode(pkce_params(web_client)[1]))
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/auth/login")
+
+    shown = json.loads(cli("users", "show", "alice").output)
+    assert shown["disabled"] is True
+    assert re.fullmatch(ISO_UTC, shown["disabled_at"])
+    assert shown["authorized_clients"] == []
+    # Disabling twice is fine.
+    assert cli("users", "disable", "alice").exit_code == 0
+
+
+def test_users_disable_revokes_unused_authorization_codes(cli, client, user, web_client):
+    """A code issued before the disable cannot be exchanged afterwards."""
+    verifier, params = pkce_params(web_client)
+    code = get_code(client, user, params)
+    assert cli("users", "disable", "alice").exit_code == 0
+    r = exchange(client, web_client, code, verifier)
+    assert (r.status_code, r.json["error"]) == (400, "invalid_grant")
+
+
+def test_users_enable_restores_login_but_not_what_was_revoked(cli, client, flow, user, web_client):
+    """enable: the user signs in again; the old refresh token stays revoked and the app asks
+    for consent again."""
+    tokens = flow.token(user, web_client)
+    assert cli("users", "disable", "alice").exit_code == 0
+    result = cli("users", "enable", "alice")
+    assert result.exit_code == 0, result.output
+    assert result.output == "enabled alice\n"
+
+    r = sign_in(client, user)
+    assert (r.status_code, r.json) == (200, {"status": "signed_in", "username": "alice"})
+    r = _refresh(client, web_client, tokens["refresh_token"])
+    assert (r.status_code, r.json["error"]) == (400, "invalid_grant")
+    r = client.get("/oauth/auth?" + urlencode(pkce_params(web_client)[1]))
+    assert r.status_code == 303
+    assert r.headers["Location"].startswith("/auth/grant")
+    new_tokens = flow.token(user, web_client)
+    assert _refresh(client, web_client, new_tokens["refresh_token"]).status_code == 200
+    assert json.loads(cli("users", "show", "alice").output)["disabled_at"] is None
+
+
+def test_users_set_password(cli, client, user):
+    """set-password: the new password signs in, the old one no longer does."""
+    result = cli("users", "set-password", "alice", "--password-stdin", input="brand-new-pw\n")
+    assert result.exit_code == 0, result.output
+    assert result.output == "password changed for alice\n"
+    assert sign_in(client, user).status_code == 401
+    r = sign_in(client, UserInfo(user.id, "alice", "brand-new-pw"))
+    assert (r.status_code, r.json) == (200, {"status": "signed_in", "username": "alice"})
+
+
+def test_users_set_password_refusals(cli, client, user):
+    """Without --password-stdin, or with a short password: one line, nothing changes."""
+    result = cli("users", "set-password", "alice")
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: pass --password-stdin and send the password on standard input\n",
+    )
+    result = cli("users", "set-password", "alice", "--password-stdin", input="short\n")
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: The password must be at least 8 characters long.\n",
+    )
+    assert sign_in(client, user).status_code == 200
+
+
+def test_users_delete(auth_app, cli, client, flow, user, web_client):
+    """delete: the user, their tokens, codes and consents are gone; login and refresh fail."""
+    from auth_server.extensions import db
+    from auth_server.models import AuthorizationCode, Consent, Token
+
+    tokens = flow.token(user, web_client)
+    result = cli("users", "delete", "alice")
+    assert result.exit_code == 0, result.output
+    assert result.output == "deleted alice\n"
+
+    r = sign_in(client, user)
+    assert (r.status_code, r.json["error_description"]) == (401, "Invalid username or password.")
+    r = _refresh(client, web_client, tokens["refresh_token"])
+    assert (r.status_code, r.json["error"]) == (400, "invalid_grant")
+    with auth_app.app_context():
+        for model in (Token, AuthorizationCode, Consent):
+            assert db.session.scalars(select(model)).all() == []
+    assert cli("users", "list").output == ""
+    # The name is free again.
+    assert cli("users", "create", "alice", "--password-stdin", input="another-pw\n").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("users", "show"),
+        ("users", "disable"),
+        ("users", "enable"),
+        ("users", "delete"),
+        ("users", "set-password"),
+    ],
+)
+def test_users_commands_on_an_unknown_user(cli, user, command):
+    """An unknown username: one line naming it, exit status 1."""
+    extra = ("--password-stdin",) if command[1] == "set-password" else ()
+    result = cli(*command, "nobody", *extra, input="a-good-password\n")
+    assert (result.exit_code, result.output) == (1, "Error: No user named 'nobody'.\n")
+
+
+def test_users_commands_read_a_dash_prefixed_username_as_the_argument(auth_app, cli):
+    """A username may start with '-': it is USERNAME, not an unknown option."""
+    make_user(auth_app, "-dash", "dash-password")
+    result = cli("users", "show", "-dash")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["username"] == "-dash"
+    assert cli("users", "disable", "-dash").output == (
+        "disabled -dash (refresh tokens, codes and consents revoked)\n"
+    )
+
+
+# --- clients update ----------------------------------------------------------------------
+
+NEW_REDIRECT = "https://app.example.com/cb"
+
+
+def test_clients_update_redirect_uris(cli, client, user, web_client):
+    """--redirect-uri replaces the registered URIs: the old one is refused at /oauth/auth
+    (error page, no redirect), the new one works; nothing else changes."""
+    result = cli("clients", "update", web_client.client_id, "--redirect-uri", NEW_REDIRECT)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "client_id": web_client.client_id,
+        "client_name": "Web app",
+        "public": False,
+        "redirect_uris": [NEW_REDIRECT],
+        "grant_types": ["authorization_code", "implicit", "refresh_token"],
+        "response_types": ["code", "token"],
+        "scope": "call",
+    }
+    assert cli("clients", "show", web_client.client_id).output == result.output
+
+    r = _authorize_json(client, web_client)  # the old TEST_REDIRECT
+    assert (r.status_code, r.json["error"]) == (400, "invalid_request")
+    assert "Location" not in r.headers
+
+    moved = ClientInfo(web_client.client_id, web_client.client_secret, [NEW_REDIRECT])
+    verifier, params = pkce_params(moved)
+    r = exchange(client, moved, get_code(client, user, params), verifier)
+    assert r.status_code == 200, r.json
+    # The secret is unchanged.
+    assert r.json["token_type"] == "Bearer"
+
+
+def test_clients_update_changes_only_the_given_options(cli, web_client, admin_client):
+    """--name alone keeps the rest; --scope and --grant-type replace theirs."""
+    result = cli("clients", "update", web_client.client_id, "--name", "Renamed")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["client_name"] == "Renamed"
+    assert shown["redirect_uris"] == [TEST_REDIRECT]
+    assert shown["grant_types"] == ["authorization_code", "implicit", "refresh_token"]
+
+    result = cli(
+        "clients",
+        "update",
+        web_client.client_id,
+        "--grant-type",
+        "authorization_code",
+        "--scope",
+        "call admin",
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    # Without --response-type, the response types follow the grants (as in create).
+    assert (shown["grant_types"], shown["response_types"]) == (["authorization_code"], ["code"])
+    assert (shown["scope"], shown["client_name"]) == ("call admin", "Renamed")
+
+
+def test_clients_update_takes_effect_at_the_token_endpoint(cli, client, admin_client):
+    """Narrowing a client's grant types refuses the removed grant at once."""
+    ok = token_request(client, admin_client, {"grant_type": "client_credentials"})
+    assert ok.status_code == 200
+    result = cli(
+        "clients",
+        "update",
+        admin_client.client_id,
+        "--grant-type",
+        "authorization_code",
+        "--redirect-uri",
+        NEW_REDIRECT,
+    )
+    assert result.exit_code == 0, result.output
+    r = token_request(client, admin_client, {"grant_type": "client_credentials"})
+    assert (r.status_code, r.json["error"]) == (400, "unauthorized_client")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--grant-type", "password"), "Unknown grant type 'password'; use one of "),
+        (("--grant-type", "implicit"), "The implicit grant needs --response-type token."),
+        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin."),
+        (("--response-type", "id_token"), "Unknown response type 'id_token'; use code or token."),
+        (("--redirect-uri", "javascript:alert(1)"), "Redirect URI 'javascript:alert(1)' "),
+        (("--redirect-uri", "https://x.example/cb#frag"), "must not contain a fragment"),
+        (("--name", "  "), "A client needs a name."),
+    ],
+)
+def test_clients_update_is_checked_as_create(cli, web_client, args, message):
+    """Every value is checked as in `create`; a refusal is one line and changes nothing."""
+    before = cli("clients", "show", web_client.client_id).output
+    result = cli("clients", "update", web_client.client_id, *args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert message in result.output
+    assert cli("clients", "show", web_client.client_id).output == before
+
+
+def test_clients_update_public_client_cannot_get_client_credentials(auth_app, cli):
+    """A public client stays public, so client_credentials is refused for it as at creation."""
+    spa = make_client(auth_app, "SPA", public=True)
+    result = cli("clients", "update", spa.client_id, "--grant-type", "client_credentials")
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: A public client cannot use client_credentials.\n",
+    )
+
+
+def test_clients_update_unknown_client(cli):
+    """An unknown client id: one line, exit status 1."""
+    result = cli("clients", "update", "nope", "--name", "X")
+    assert (result.exit_code, result.output) == (1, "Error: No client 'nope'.\n")
+
+
+def test_clients_update_refuses_plain_http_in_production(auth_app, cli, web_client):
+    """In production a non-loopback http:// redirect URI is refused, loopback ones are not."""
+    auth_app.config["APP_ENV"] = "production"
+    try:
+        result = cli(
+            "clients", "update", web_client.client_id, "--redirect-uri", "http://x.example/cb"
+        )
+        assert result.exit_code == 1
+        assert "only allowed for loopback in production" in result.output
+        for uri in ("http://127.0.0.1:9/cb", "http://[::1]:9/cb", "http://localhost/cb"):
+            result = cli("clients", "update", web_client.client_id, "--redirect-uri", uri)
+            assert result.exit_code == 0, result.output
+    finally:
+        auth_app.config["APP_ENV"] = "development"
+
+
+# --- --version and help ------------------------------------------------------------------
+
+
+def test_version_is_clickcalls(cli):
+    """--version prints ClickCall's version (package metadata), not Flask's."""
+    result = cli("--version")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"auth-server (ClickCall) {version('clickcall')}\n"
+
+
+def _own_commands(group, prefix=()):
+    """Every command of ours (not Flask's run/shell/routes nor Flask-Migrate's/Limiter's)."""
+    foreign = {"run", "shell", "routes", "db", "limiter"}
+    for name, command in sorted(group.commands.items()):
+        if not prefix and name in foreign:
+            continue
+        if isinstance(command, click.Group):
+            yield from _own_commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def assert_options_state_their_defaults(group, minimum: int) -> None:
+    checked = 0
+    for path, command in [((), group), *_own_commands(group)]:
+        assert command.help, path
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("help", "version"):
+                continue
+            text = param.help or ""
+            # "[default: …]" written out, or shown by click, or an option one must give.
+            states = param.show_default or "default:" in text or "Required" in text
+            states = states or param.required
+            assert param.help and states, (path, param.name, param.help)
+            checked += 1
+    assert checked >= minimum  # the walk saw the options (3 are FlaskGroup's own)
+
+
+def test_every_option_states_its_default():
+    """Every option of every auth-server command has help that states its default."""
+    assert_options_state_their_defaults(main, minimum=15)
