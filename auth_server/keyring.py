@@ -1,4 +1,9 @@
-"""The signing keys as the running server sees them.
+"""Which key signs, which are published: the auth server's view of its keys folder.
+
+The lifecycle: ``rotate`` adds a key that signs at once (or, with ``stage``, is only
+published until ``activate``); older keys stay published, so their tokens still verify,
+until ``retire`` takes them out of the JWKS. The folder format, kids and JWKs are
+``shared.keys``.
 
 Keys are parsed once and cached; a cheap ``stat`` of the keys folder per use notices
 ``auth-server keys rotate`` / ``retire`` run by another process, so no restart is needed.
@@ -8,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from shared.errors import ServiceUnavailable
 from shared.keys import KeyStore, SigningKey
@@ -67,5 +71,25 @@ class KeyRing:
     def find(self, kid: str) -> SigningKey | None:
         return next((k for k in self.keys() if k.kid == kid), None)
 
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [k.jwk() for k in self.keys()]}
+    # The lifecycle (the CLI): these act on the folder, which every process then notices.
+
+    def rotate(self, stage: bool = False) -> SigningKey:
+        """A new key that signs from now on or, staged, is only published for now."""
+        return self.store.add(self.algorithm, activate=not stage)
+
+    def activate(self, kid: str) -> None:
+        """Sign with a published key (``LookupError`` if there is none with that kid)."""
+        self.store.activate(kid)
+
+    def retire(self, kid: str) -> None:
+        """Unpublish a key (``ValueError`` for the signing key, ``LookupError`` if unknown)."""
+        self.store.retire(kid)
+
+    def describe(self) -> list[dict[str, object]]:
+        """``{kid, alg, current}`` for each published key, read from the folder now."""
+        current = self.store.current()
+        current_kid = current.kid if current is not None else None
+        return [
+            {"kid": k.kid, "alg": k.algorithm, "current": k.kid == current_kid}
+            for k in self.store.keys()
+        ]

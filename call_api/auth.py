@@ -1,4 +1,5 @@
-"""Bearer-token validation (PyJWT) against the auth server's public keys.
+"""Bearer tokens: the ``require_token(scope)`` guard every protected view wears, and the
+auth server's public keys it validates them with (PyJWT).
 
 Keys come from a PEM file (``CALL_PUBLIC_KEY_FILE``) or the JWKS (``CALL_JWKS_URL``),
 cached; an unknown ``kid`` triggers a refresh at most once per
@@ -6,24 +7,29 @@ cached; an unknown ``kid`` triggers a refresh at most once per
 server, and a down auth server leaves the cached keys working.
 
 PyJWT's own ``PyJWKClient`` refetches on every unknown kid with no rate limit and drops the
-cache on a failed fetch; this small class keeps both properties.
+cache on a failed fetch; this small class keeps both properties. Reading a PEM key or a
+JWKS document into keys is ``shared.keys``; the key sources here only fetch and cache.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import jwt
 import requests
 from flask import Request, current_app, g
+from flask import request as current_request
 
 from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
-from shared.keys import algorithm_for, load_public_key_pem, thumbprint
-from shared.metrics import JWKS_REFRESHES
+from shared.keys import PublicKey, parse_jwks
+
+from .metrics import JWKS_REFRESHES
+from .render import wants_xml
 
 log = logging.getLogger("clickcall.call_api")
 
@@ -31,23 +37,13 @@ REALM = "clickcall"
 MAX_TOKEN_LENGTH = 8192
 
 
-@dataclass(frozen=True)
-class VerificationKey:
-    kid: str
-    algorithm: str
-    key: Any
-
-
 class PemKeySource:
     """One public key from a PEM file; its kid is its RFC 7638 thumbprint."""
 
     def __init__(self, path: str) -> None:
-        public = load_public_key_pem(path)
-        self.key = VerificationKey(
-            kid=thumbprint(public), algorithm=algorithm_for(public), key=public
-        )
+        self.key = PublicKey.from_pem(path)
 
-    def get(self, kid: str) -> VerificationKey | None:
+    def get(self, kid: str) -> PublicKey | None:
         return self.key if kid == self.key.kid else None
 
     def loaded(self) -> bool:
@@ -63,11 +59,10 @@ class JwksKeySource:
         self.ttl = ttl
         self.min_interval = min_interval
         self.timeout = timeout
-        self._keys: dict[str, VerificationKey] = {}
+        self._keys: dict[str, PublicKey] = {}
         self._fetched_at = 0.0
         self._attempted_at = float("-inf")
         self._lock = threading.Lock()
-        self.refreshes = 0
 
     def loaded(self) -> bool:
         return bool(self._keys)
@@ -85,16 +80,7 @@ class JwksKeySource:
         try:
             response = requests.get(self.url, timeout=self.timeout)
             response.raise_for_status()
-            document = response.json()
-            keys: dict[str, VerificationKey] = {}
-            for item in document.get("keys", []):
-                if item.get("use", "sig") != "sig" or not item.get("kid"):
-                    continue
-                try:
-                    jwk = jwt.PyJWK(item)
-                except (jwt.PyJWKError, jwt.InvalidKeyError):
-                    continue
-                keys[item["kid"]] = VerificationKey(item["kid"], jwk.algorithm_name, jwk.key)
+            keys = parse_jwks(response.json())
         except (requests.RequestException, ValueError, AttributeError, TypeError) as exc:
             log.warning("JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
             JWKS_REFRESHES.labels("error").inc()
@@ -105,7 +91,6 @@ class JwksKeySource:
             self._attempted_at = time.monotonic()
         self._keys = keys
         self._fetched_at = time.monotonic()
-        self.refreshes += 1
         JWKS_REFRESHES.labels("ok").inc()
 
     def _may_attempt(self) -> bool:
@@ -114,7 +99,7 @@ class JwksKeySource:
     def _stale(self) -> bool:
         return time.monotonic() - self._fetched_at > self.ttl
 
-    def get(self, kid: str) -> VerificationKey | None:
+    def get(self, kid: str) -> PublicKey | None:
         """The key for ``kid``: cached; refreshed when stale or unknown (rate-limited).
 
         A known key whose cache entry is merely stale is served at once while one request
@@ -167,9 +152,9 @@ def invalid_token(description: str) -> InvalidToken:
     return InvalidToken(description, headers=_challenge("invalid_token", description))
 
 
-def extract_token(request: Request, allow_query: bool) -> tuple[str, str]:
-    """The bearer token and where it came from (RFC 6750 §2, plus the original's header)."""
-    found: list[tuple[str, str]] = []
+def extract_token(request: Request, allow_query: bool) -> str:
+    """The bearer token (RFC 6750 §2, plus the original's header), sent in exactly one place."""
+    found: list[str] = []
     for header in ("Authorization", "Authentication"):
         value = request.headers.get(header)
         if value is None:
@@ -177,24 +162,24 @@ def extract_token(request: Request, allow_query: bool) -> tuple[str, str]:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise invalid_token(f"The {header} header must be 'Bearer <token>'.")
-        found.append((token.strip(), "header"))
+        found.append(token.strip())
     if "access_token" in request.args:
         if not allow_query:
             raise invalid_token("Tokens in the query string are disabled; use the header.")
-        found.append((request.args["access_token"], "query"))
+        found.append(request.args["access_token"])
     if request.mimetype == "application/x-www-form-urlencoded" and request.method != "GET":
         if "access_token" in request.form:
-            found.append((request.form["access_token"], "form"))
+            found.append(request.form["access_token"])
     if not found:
         raise MissingToken(headers=_challenge())
     if len(found) > 1:
         description = "Send the access token in exactly one place."
         err = InvalidRequest(description, headers=_challenge("invalid_request", description))
         raise err
-    token, where = found[0]
+    token = found[0]
     if len(token) > MAX_TOKEN_LENGTH:
         raise invalid_token("The access token is too long.")
-    return token, where
+    return token
 
 
 def verify_token(
@@ -266,11 +251,37 @@ def require_scope(claims: dict[str, Any], scope: str) -> None:
         )
 
 
-def authenticate(request: Request, scope: str) -> dict[str, Any]:
-    """Extract, verify and scope-check the request's token; returns its claims."""
-    config = current_app.config
-    token, _where = extract_token(request, config["CALL_ALLOW_QUERY_TOKEN"])
-    claims = verify_token(token, current_app.extensions["clickcall_keys"], config)  # type: ignore[arg-type]
-    g.claims = claims  # for the request log (client_id, subject): never the token itself
-    require_scope(claims, scope)
+View = ParamSpec("View")
+Result = TypeVar("Result")
+
+
+def require_token(scope: str) -> Callable[[Callable[View, Result]], Callable[View, Result]]:
+    """Guard a view: the request must carry a valid access token with ``scope``.
+
+    Missing or bad token: 401 with an RFC 6750 ``WWW-Authenticate`` challenge; valid but
+    without the scope: 403 ``insufficient_scope``. The claims are on ``flask.g`` (read them
+    with ``current_claims()``). An unacceptable ``?format=`` or ``Accept`` is then refused
+    (406) before the view runs, so a request that cannot be answered changes nothing.
+    """
+
+    def guard(view: Callable[View, Result]) -> Callable[View, Result]:
+        @functools.wraps(view)
+        def guarded(*args: View.args, **kwargs: View.kwargs) -> Result:
+            config = current_app.config
+            token = extract_token(current_request, config["CALL_ALLOW_QUERY_TOKEN"])
+            claims = verify_token(token, current_app.extensions["clickcall_keys"], config)
+            g.claims = claims  # for the view and the request log; never the token itself
+            require_scope(claims, scope)
+            wants_xml()
+            return view(*args, **kwargs)
+
+        guarded.required_scope = scope  # type: ignore[attr-defined]
+        return guarded
+
+    return guard
+
+
+def current_claims() -> dict[str, Any]:
+    """The verified claims of this request's access token (set by ``require_token``)."""
+    claims: dict[str, Any] = g.claims
     return claims

@@ -1,68 +1,34 @@
-"""Signing keys: generation, loading, RFC 7638 thumbprints and JWK export.
+"""Signing keys, in one place: generation, the keys folder, kids, JWK and JWKS.
 
-The auth server keeps one private PEM file per key in ``AUTH_KEYS_DIR`` named
-``<kid>.pem``; the file ``current`` names the key that signs new tokens. Retired keys
-move to ``retired/`` and leave the JWKS.
+- A key's ``kid`` is its RFC 7638 JWK thumbprint (SHA-256). PyJWT has no thumbprint, so
+  the JWK export and the thumbprint both come from joserfc (already installed: Authlib
+  is built on it); PyJWT signs and verifies, and reads the JWKS on the call API's side.
+- The auth server keeps one private PEM file per key in ``AUTH_KEYS_DIR`` named
+  ``<kid>.pem``; the file ``current`` names the key that signs new tokens (the others are
+  staged or still verifying older tokens). Retired keys move to ``retired/`` and leave
+  the JWKS. ``KeyStore`` is the only code that reads or writes that folder.
+- ``jwks()`` writes the JWKS document the auth server publishes and ``parse_jwks()``
+  reads it back on the call API's side.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
     PublicKeyTypes,
 )
+from joserfc import jwk as jose_jwk
 
 SUPPORTED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _int_b64(value: int) -> str:
-    return _b64(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
-
-
-def public_jwk(public_key: PublicKeyTypes) -> dict[str, str]:
-    """The public members of a JWK (no kid/use/alg)."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        numbers = public_key.public_numbers()
-        return {"kty": "RSA", "n": _int_b64(numbers.n), "e": _int_b64(numbers.e)}
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        nums = public_key.public_numbers()
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64(nums.x.to_bytes(32, "big")),
-            "y": _b64(nums.y.to_bytes(32, "big")),
-        }
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
-    raise ValueError(f"unsupported key type {type(public_key).__name__}")
-
-
-def thumbprint(public_key: PublicKeyTypes) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256), used as the ``kid``."""
-    jwk = public_jwk(public_key)
-    required = {
-        "RSA": ("e", "kty", "n"),
-        "EC": ("crv", "kty", "x", "y"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = {k: jwk[k] for k in required[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    return _b64(hashlib.sha256(canonical).digest())
 
 
 def algorithm_for(key: PrivateKeyTypes | PublicKeyTypes) -> str:
@@ -86,19 +52,84 @@ def generate_private_key(algorithm: str = "RS256") -> PrivateKeyTypes:
     raise ValueError(f"unsupported algorithm {algorithm!r}; use one of {SUPPORTED_ALGORITHMS}")
 
 
+def _jose_key(public_key: PublicKeyTypes) -> jose_jwk.RSAKey | jose_jwk.ECKey | jose_jwk.OKPKey:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return jose_jwk.RSAKey.import_key(public_key)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return jose_jwk.ECKey.import_key(public_key)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return jose_jwk.OKPKey.import_key(public_key)
+    raise ValueError(f"unsupported key type {type(public_key).__name__}")
+
+
+def public_jwk(public_key: PublicKeyTypes) -> dict[str, Any]:
+    """The public members of a JWK (no kid/use/alg), ``kty`` first."""
+    members = dict(_jose_key(public_key).as_dict(private=False))
+    return {"kty": members.pop("kty"), **members}
+
+
+def thumbprint(public_key: PublicKeyTypes) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256), used as the ``kid``."""
+    return _jose_key(public_key).thumbprint()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A key that verifies tokens: its ``kid``, JWS algorithm and the public key itself."""
+
+    kid: str
+    algorithm: str
+    key: Any
+
+    @classmethod
+    def from_pem(cls, path: str | os.PathLike[str]) -> PublicKey:
+        """A PEM public key; its kid is its thumbprint, as the auth server computes it."""
+        public = load_public_key_pem(path)
+        return cls(kid=thumbprint(public), algorithm=algorithm_for(public), key=public)
+
+    def jwk(self) -> dict[str, Any]:
+        return {**public_jwk(self.key), "kid": self.kid, "use": "sig", "alg": self.algorithm}
+
+
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
     algorithm: str
     private_key: Any
 
-    def jwk(self) -> dict[str, str]:
-        return {
-            **public_jwk(self.private_key.public_key()),
-            "kid": self.kid,
-            "use": "sig",
-            "alg": self.algorithm,
-        }
+    @classmethod
+    def from_private_key(cls, private_key: Any) -> SigningKey:
+        return cls(
+            kid=thumbprint(private_key.public_key()),
+            algorithm=algorithm_for(private_key),
+            private_key=private_key,
+        )
+
+    def public(self) -> PublicKey:
+        return PublicKey(self.kid, self.algorithm, self.private_key.public_key())
+
+
+def jwks(keys: Iterable[SigningKey]) -> dict[str, Any]:
+    """The JWKS document (RFC 7517) publishing these keys."""
+    return {"keys": [key.public().jwk() for key in keys]}
+
+
+def parse_jwks(document: Any) -> dict[str, PublicKey]:
+    """The signing keys of a JWKS document by kid.
+
+    Entries for another ``use``, without a kid, or that PyJWT cannot read are skipped; a
+    document that is not a JWKS at all raises (``AttributeError``, ``TypeError``, ``ValueError``).
+    """
+    keys: dict[str, PublicKey] = {}
+    for item in document.get("keys", []):
+        if item.get("use", "sig") != "sig" or not item.get("kid"):
+            continue
+        try:
+            parsed = jwt.PyJWK(item)
+        except (jwt.PyJWKError, jwt.InvalidKeyError):
+            continue
+        keys[item["kid"]] = PublicKey(item["kid"], parsed.algorithm_name, parsed.key)
+    return keys
 
 
 class KeyStore:
@@ -108,11 +139,12 @@ class KeyStore:
         self.directory = Path(directory)
 
     def _load(self, path: Path) -> SigningKey:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        kid = thumbprint(key.public_key())
-        return SigningKey(kid=kid, algorithm=algorithm_for(key), private_key=key)
+        return SigningKey.from_private_key(
+            serialization.load_pem_private_key(path.read_bytes(), password=None)
+        )
 
     def keys(self) -> list[SigningKey]:
+        """The published keys (current, staged, and older ones not yet retired)."""
         if not self.directory.is_dir():
             return []
         return [self._load(p) for p in sorted(self.directory.glob("*.pem"))]
@@ -127,22 +159,24 @@ class KeyStore:
         return keys[-1] if keys else None
 
     def add(self, algorithm: str = "RS256", activate: bool = True) -> SigningKey:
-        """Generate a key, write it (mode 0600) and, unless staged, make it the signing key."""
+        """Generate a key, write it (mode 0600) and, unless staged, make it the signing key.
+
+        A staged key still becomes the signing key when there is none yet.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        key = generate_private_key(algorithm)
-        kid = thumbprint(key.public_key())
-        pem = key.private_bytes(
+        key = SigningKey.from_private_key(generate_private_key(algorithm))
+        pem = key.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        path = self.directory / f"{kid}.pem"
+        path = self.directory / f"{key.kid}.pem"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
         if activate or self.current() is None or not (self.directory / "current").is_file():
-            self._set_current(kid)
-        return SigningKey(kid=kid, algorithm=algorithm, private_key=key)
+            self._set_current(key.kid)
+        return key
 
     def _set_current(self, kid: str) -> None:
         tmp = self.directory / "current.tmp"

@@ -8,14 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from shared.app import ping_database
+from shared.keys import jwks as jwks_document
 
 from .. import flow
 from ..extensions import db
+from ..rules import CLIENT_AUTH_METHODS, GRANT_TYPES, RESPONSE_TYPES, SCOPES, SECRET_AUTH_METHODS
 from ..tokens import keyring
 
 bp = Blueprint("meta", __name__)
-
-SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
 def metadata() -> dict[str, Any]:
@@ -27,18 +27,13 @@ def metadata() -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/oauth/revoke",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "scopes_supported": current_app.config["OAUTH2_SCOPES_SUPPORTED"],
-        "response_types_supported": ["code", "token"],
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": list(RESPONSE_TYPES),
         "response_modes_supported": ["query", "fragment"],
-        "grant_types_supported": [
-            "authorization_code",
-            "implicit",
-            "refresh_token",
-            "client_credentials",
-        ],
-        "token_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
-        "revocation_endpoint_auth_methods_supported": [*SECRET_METHODS, "none"],
-        "introspection_endpoint_auth_methods_supported": SECRET_METHODS,
+        "grant_types_supported": list(GRANT_TYPES),
+        "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(SECRET_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
     }
 
@@ -52,7 +47,7 @@ def authorization_server_metadata() -> Response:
 
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
-    response = jsonify(keyring().jwks())
+    response = jsonify(jwks_document(keyring().keys()))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 

@@ -9,20 +9,14 @@ from flask import Blueprint, Response, request, url_for
 from shared.errors import InvalidRequest
 
 from .. import calls
-from ..auth import authenticate
-from ..render import respond, wants_xml
+from ..auth import require_token
+from ..render import respond
 from .params import body, int_arg
 from .rest import policy
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 MAX_SUBJECT = 255
-
-
-@bp.before_request
-def _require_admin() -> None:
-    authenticate(request, "admin")
-    wants_xml()  # an unknown ?format= is a 406 before anything changes, not after
 
 
 def _subject(sub: str) -> str:
@@ -38,6 +32,7 @@ def _summary(sub: str) -> dict[str, object]:
 
 
 @bp.get("/users/<path:sub>/calls")
+@require_token("admin")
 def user_calls(sub: str) -> Response:
     """A user's calls, newest first, paginated; ``status`` = ongoing | ended | all."""
     sub = _subject(sub)
@@ -67,12 +62,14 @@ def user_calls(sub: str) -> Response:
 
 
 @bp.get("/users/<path:sub>")
+@require_token("admin")
 def user(sub: str) -> Response:
     """A user's limit, ongoing count and recent calls."""
     return respond(_summary(_subject(sub)), root="user")
 
 
 @bp.put("/users/<path:sub>/limit")
+@require_token("admin")
 def user_limit(sub: str) -> Response:
     """Set ``{"max_ongoing": N}`` (``null`` returns the user to the default)."""
     sub = _subject(sub)
@@ -90,12 +87,14 @@ def user_limit(sub: str) -> Response:
 
 
 @bp.get("/calls/<token_call>")
+@require_token("admin")
 def call(token_call: str) -> Response:
     """Any user's call."""
     return respond(calls.as_dict(calls.get_call(token_call, policy())), root="call")
 
 
 @bp.post("/calls/<token_call>/end")
+@require_token("admin")
 def force_end(token_call: str) -> Response:
     """Force-end a call (``end_reason: admin``); an ended call is returned unchanged."""
     return respond(calls.as_dict(calls.end_call(token_call, policy(), reason="admin")), root="call")
