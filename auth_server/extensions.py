@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
+
+from .oauth_errors import AuthorizationServer
 
 
 class Base(DeclarativeBase):

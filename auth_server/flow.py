@@ -13,12 +13,13 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedRespon
 from flask import Response, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from shared.errors import CSRFError
+from shared.errors import CSRFError, InvalidRequest
 
 from . import accounts
 from .consent import has_consent
 from .extensions import authorization
 from .models import User
+from .oauth_errors import echo
 
 OAUTH_PARAMS = (
     "response_type",
@@ -69,7 +70,39 @@ def csrf_token() -> str:
     return token
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def form_body_problem() -> str | None:
+    """Why this request's body cannot be read as a form, or ``None`` when it can.
+
+    The OAuth endpoints and the login and consent forms take
+    ``application/x-www-form-urlencoded`` (RFC 6749 §3.2, §4.1.3); a JSON body would read as
+    no parameters at all, and the client would be told of a missing ``grant_type`` or a
+    stale form instead of what is actually wrong.
+    """
+    if request.mimetype in FORM_TYPES:
+        return None
+    takes = "This endpoint takes application/x-www-form-urlencoded"
+    fix = "send the parameters as a form (curl -d name=value or --data-urlencode name=value)"
+    if request.mimetype:
+        sent = request.mimetype if echo(request.mimetype) else "this Content-Type"
+        return f"{takes}, not {sent}; {fix}."
+    if request.content_length or request.get_data(cache=True):
+        return f"{takes}, and this body has no Content-Type; {fix}."
+    return None
+
+
+def require_form_body() -> None:
+    problem = form_body_problem()
+    if problem:
+        raise InvalidRequest(problem)
+
+
 def check_csrf() -> None:
+    """The form's ``csrf_token`` must be this session's (the login blueprint calls it for
+    every unsafe request)."""
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf")
     if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -84,7 +117,8 @@ def oauth_error(error: OAuth2Error) -> Response:
     """Redirect only to a validated redirect URI; otherwise show the error here."""
     if error.redirect_uri:
         return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
-    body = {"error": error.error, "error_description": error.get_error_description()}
+    authorization.describe(None, error)
+    body = {"error": error.error, "error_description": error.description}
     if wants_json():
         response = jsonify(body)
     else:

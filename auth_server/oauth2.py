@@ -20,16 +20,17 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
-from shared.metrics import TOKENS_ISSUED
-
 from .extensions import authorization, db
+from .metrics import TOKENS_ISSUED
 from .models import AuthorizationCode, Client, Token, User, new_id, sha256_hex
+from .oauth_errors import AuthorizationServer
+from .rules import CLIENT_AUTH_METHODS, SECRET_AUTH_METHODS
 from .tokens import generate_access_token, read_own_token, unverified_claims
 
 log = logging.getLogger("clickcall.auth")
 
-SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
-ALL_METHODS = [*SECRET_METHODS, "none"]
+SECRET_METHODS = list(SECRET_AUTH_METHODS)
+ALL_METHODS = list(CLIENT_AUTH_METHODS)
 
 
 def query_client(client_id: str) -> Client | None:
@@ -85,7 +86,7 @@ class S256CodeChallenge(CodeChallenge):
         challenge = request.payload.data.get("code_challenge")
         method = request.payload.data.get("code_challenge_method")
         if challenge and method != "S256":
-            raise InvalidRequestError("'code_challenge_method' must be S256.")
+            raise InvalidRequestError("The code_challenge_method must be S256.")
         super().validate_code_challenge(grant, redirect_uri)
         client = request.client
         if self.required and client is not None and client.is_public and not challenge:
@@ -115,32 +116,54 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
-        """Claim the code atomically; a second use revokes what the first one got."""
+        """Claim the code atomically; a second use revokes what the first one got.
+
+        Each refusal says which: unknown, another client's, already used (and whether tokens
+        issued from it were revoked), or expired.
+        """
         row = db.session.scalar(
             select(AuthorizationCode).where(AuthorizationCode.code_hash == sha256_hex(code))
         )
-        if row is None or row.client_id != client.client_id:
-            return None
+        if row is None:
+            raise InvalidGrantError(
+                "The authorization code is unknown: this server never issued it, "
+                "or it was cut short."
+            )
+        if row.client_id != client.client_id:
+            raise InvalidGrantError("The authorization code was issued to another client.")
         claimed = db.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
             .values(used_at=int(time.time()))
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            db.session.execute(
-                update(Token)
-                .where(Token.code_id == row.id, Token.revoked_at.is_(None))
-                .values(revoked_at=int(time.time()))
-            )
-            db.session.commit()
-            log.warning("authorization code replayed; tokens issued from it revoked")
-            raise InvalidGrantError(
-                "The authorization code was already used; the tokens issued from it are revoked."
-            )
+            raise self._replayed(row)
         db.session.commit()
         if row.is_expired():
-            raise InvalidGrantError("The authorization code has expired.")
+            raise InvalidGrantError(
+                "The authorization code has expired; start a new authorization request."
+            )
         return row
+
+    @staticmethod
+    def _replayed(row: AuthorizationCode) -> InvalidGrantError:
+        """A second use: revoke what the first one got, and say whether there was any."""
+        db.session.execute(
+            update(Token)
+            .where(Token.code_id == row.id, Token.revoked_at.is_(None))
+            .values(revoked_at=int(time.time()))
+        )
+        issued = db.session.scalar(select(Token.id).where(Token.code_id == row.id).limit(1))
+        db.session.commit()
+        if issued is None:
+            return InvalidGrantError(
+                "The authorization code was already used; a code can be redeemed only once, "
+                "start a new authorization request."
+            )
+        log.warning("authorization code replayed; tokens issued from it revoked")
+        return InvalidGrantError(
+            "The authorization code was already used; the tokens issued from it are revoked."
+        )
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: the code was marked used when it was claimed."""
@@ -174,10 +197,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         row = db.session.scalar(
             select(Token).where(Token.refresh_token_hash == sha256_hex(refresh_token))
         )
-        if row is None or row.revoked_at is not None or row.is_expired():
-            return None
+        if row is None:
+            raise InvalidGrantError("The refresh token is unknown: this server never issued it.")
         if row.client_id != self.request.client.client_id:
-            return None
+            raise InvalidGrantError("The refresh token was issued to another client.")
+        if row.revoked_at is not None:
+            raise InvalidGrantError("The refresh token has been revoked.")
+        if row.is_expired():
+            raise InvalidGrantError(
+                "The refresh token has expired; start a new authorization request."
+            )
         # Refuse a widened scope before claiming: a failed request must not burn the token.
         self._validate_token_scope(row)
         claimed = db.session.execute(
@@ -309,21 +338,25 @@ def client_secret_basic(query: Any, request: Any) -> Client | None:
         return None
 
 
-_registered = False
+def register(server: AuthorizationServer) -> None:
+    """Equip ``server`` with the grants, endpoints and client authentication above.
+
+    Done once, when this module is imported (the Authlib way: the server, like the grant
+    classes, lives at module level); each app only binds to it in :func:`config_oauth`.
+    """
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+    server.register_grant(ImplicitGrant)
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
+
+
+register(authorization)
 
 
 def config_oauth(app: Flask) -> None:
-    """Bind the module-level server to ``app``; grants are registered once per process."""
-    global _registered
+    """Bind the module-level server to ``app``: token generator, scopes and storage."""
     app.config["OAUTH2_ACCESS_TOKEN_GENERATOR"] = generate_access_token
     authorization.init_app(app, query_client=query_client, save_token=save_token)
-    if _registered:
-        return
-    _registered = True
-    authorization.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
-    authorization.register_grant(ImplicitGrant)
-    authorization.register_grant(ClientCredentialsGrant)
-    authorization.register_grant(RefreshTokenGrant)
-    authorization.register_endpoint(Revocation)
-    authorization.register_endpoint(Introspection)
-    authorization.register_client_auth_method("client_secret_basic", client_secret_basic)

@@ -25,9 +25,9 @@ from shared.errors import (
     ObjectDoesNotExist,
     RestMaxCallError,
 )
-from shared.metrics import CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
 
 from .extensions import db
+from .metrics import CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
 from .models import Call, CallUser
 
 MAX_IDEMPOTENCY_KEY = 255

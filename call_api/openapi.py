@@ -349,7 +349,11 @@ def spec() -> dict[str, Any]:
                         "number": {
                             "type": "string",
                             "examples": ["+14155550123"],
-                            "description": "Any format phonenumbers parses; stored as E.164.",
+                            "description": (
+                                "International form (+, digits, spaces, dashes, parentheses; "
+                                "no letters or extension). In a form body encode + as %2B. "
+                                "Stored as E.164."
+                            ),
                         }
                     },
                 },

@@ -3,7 +3,8 @@
 Every error a client can cause (or that the platform raises, like a database outage) is a
 ``ClickCallError`` carrying its HTTP status, an ``error`` code and a human description.
 The names of the 2012 original are kept where they fit (``ObjectDoesNotExist``,
-``RestMaxCallError``, ``GrantNotAuthorized``, ``DBConnectionError``).
+``RestMaxCallError``, ``DBConnectionError``). OAuth protocol errors (``access_denied``,
+``invalid_grant``, …) are Authlib's, worded in ``auth_server.oauth_errors``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ class ClickCallError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "error_description": self.description, **self.extra}
-
-
-# Kept from the original for code that names it.
-GenericException = ClickCallError
 
 
 class InvalidRequest(ClickCallError):
@@ -74,12 +71,6 @@ class InsufficientScope(ClickCallError):
     status = 403
     error = "insufficient_scope"
     description = "The access token does not carry the scope this endpoint needs."
-
-
-class GrantNotAuthorized(ClickCallError):
-    status = 403
-    error = "access_denied"
-    description = "The resource owner did not authorize this request."
 
 
 class CSRFError(ClickCallError):
@@ -153,10 +144,6 @@ class DBConnectionError(ServiceUnavailable):
     """The database is unreachable or timed out: a 503, never a stack trace."""
 
     description = "The database is unavailable; retry shortly."
-
-
-class DBQueryError(DBConnectionError):
-    description = "The database could not complete the request in time; retry shortly."
 
 
 class ServerError(ClickCallError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -33,13 +34,40 @@ def http_exception_to_error(exc: HTTPException) -> ClickCallError:
         return ObjectDoesNotExist("No such URL.")
     if exc.code == 405:
         return MethodNotAllowed()
-    if exc.code == 429:  # Flask-Limiter; its Retry-After header is added after the request
-        return TooManyRequests()
+    if exc.code == 429:
+        return too_many_requests()
     if exc.code is not None and 400 <= exc.code < 500:
         err = InvalidRequest(exc.description or "Bad request.")
         err.status = exc.code
         return err
     return ServerError()
+
+
+def retry_after_seconds() -> int | None:
+    """Seconds until the limit this request broke lets the client in again (Flask-Limiter)."""
+    for limiter in current_app.extensions.get("limiter", ()):
+        try:
+            limit = limiter.current_limit
+            if limit is not None and limit.breached:
+                return max(1, int(limit.reset_at - time.time()))
+        except Exception:  # the limiter's storage is unreachable: no figure to give
+            log.debug("could not read the breached rate limit", exc_info=True)
+    return None
+
+
+def too_many_requests() -> TooManyRequests:
+    """A 429 that says when to retry: in its description and in ``Retry-After``.
+
+    Flask-Limiter sets ``Retry-After`` again after the request, from the same window.
+    """
+    seconds = retry_after_seconds()
+    if seconds is None:
+        return TooManyRequests()
+    unit = "second" if seconds == 1 else "seconds"
+    return TooManyRequests(
+        f"Too many attempts; try again in {seconds} {unit}.",
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def register_error_handlers(app: Flask, render: Renderer) -> None:
@@ -114,12 +142,6 @@ def _remove_session(app: Flask) -> None:
             db.session.remove()
         except SQLAlchemyError:  # pragma: no cover - nothing left to release
             db.session.registry.clear()
-
-
-def no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
 
 
 def install_proxy_fix(app: Flask) -> None:

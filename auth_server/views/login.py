@@ -14,6 +14,25 @@ from ..extensions import limiter
 
 bp = Blueprint("login", __name__)
 
+# Logging out of no session has nothing to protect (and a stale tab must still be able to).
+CSRF_EXEMPT_WHEN_SIGNED_OUT = frozenset({"login.logout"})
+
+
+@bp.before_request
+def protect_forms() -> None:
+    """Every unsafe request to these pages: a form body, carrying this session's CSRF token.
+
+    The one home of the CSRF check (400 ``invalid_request``, JSON or the error page). A
+    JSON body is refused first, saying which encoding the form takes, rather than as a
+    stale form.
+    """
+    if request.method not in flow.UNSAFE_METHODS:
+        return
+    flow.require_form_body()
+    if request.endpoint in CSRF_EXEMPT_WHEN_SIGNED_OUT and flow.current_user() is None:
+        return
+    flow.check_csrf()
+
 
 def _failed(response: Response) -> bool:
     return response.status_code == 401
@@ -66,8 +85,7 @@ def login_form() -> BaseResponse:
     scope="login-user",
 )
 def login_submit() -> BaseResponse:
-    """Check the CSRF token and the password, then continue the OAuth flow (303)."""
-    flow.check_csrf()
+    """Check the password (the CSRF token is checked first), then continue the OAuth flow."""
     return _login(request.form.get("username", ""))
 
 
@@ -98,8 +116,6 @@ def _login(username: str | None) -> BaseResponse:
 @bp.route("/auth/grant", methods=["GET", "POST"])
 def grant() -> BaseResponse:
     """The consent page; POST ``grant=true`` issues the code or token, ``false`` refuses."""
-    if request.method == "POST":
-        flow.check_csrf()
     params = flow.oauth_params()
     user = flow.current_user()
     try:
@@ -146,8 +162,6 @@ def logout() -> BaseResponse:
     From the consent page ("Not you?") the OAuth parameters come along, and the browser goes
     back to the login form of the same authorization request.
     """
-    if flow.current_user() is not None:
-        flow.check_csrf()
     flow.logout_user()
     params = flow.oauth_params()
     if params.get("client_id") and not flow.wants_json():

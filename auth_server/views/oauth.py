@@ -9,8 +9,24 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from .. import flow
 from ..extensions import authorization
+from ..oauth_errors import MISSING_GRANT_TYPE
 
 bp = Blueprint("oauth", __name__)
+
+# Endpoints whose parameters come only as a form (RFC 6749 §3.2, RFC 7009, RFC 7662).
+FORM_ENDPOINTS = frozenset({"oauth.issue_token", "oauth.revoke_token", "oauth.introspect_token"})
+
+
+@bp.before_request
+def forms_only() -> Response | None:
+    """A JSON (or other non-form) body is told what these endpoints take: 400."""
+    if request.method not in flow.UNSAFE_METHODS or request.endpoint not in FORM_ENDPOINTS:
+        return None
+    problem = flow.form_body_problem()
+    if problem is None:
+        return None
+    error = InvalidRequestError(problem)
+    return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
 
 
 @bp.route("/oauth/auth", methods=["GET"])
@@ -31,7 +47,7 @@ def issue_token() -> Response:
     if not request.form.get("grant_type"):
         # RFC 6749 §5.2: a missing parameter is invalid_request (Authlib says
         # unsupported_grant_type, which is for grant types the server does not offer).
-        error = InvalidRequestError("Missing 'grant_type' parameter.")
+        error = InvalidRequestError(MISSING_GRANT_TYPE)
         return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
     return authorization.create_token_response()  # type: ignore[no-any-return]
 

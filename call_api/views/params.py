@@ -26,6 +26,11 @@ def body() -> dict[str, Any]:
     return {}
 
 
+def form_encoded() -> bool:
+    """Whether the body is ``application/x-www-form-urlencoded``, where '+' means a space."""
+    return request.mimetype == "application/x-www-form-urlencoded"
+
+
 def text_param(data: dict[str, Any], name: str, required: bool = True) -> str | None:
     value = data.get(name)
     if value is None:

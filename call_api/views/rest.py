@@ -7,10 +7,10 @@ from flask import Blueprint, Response, current_app, request
 from shared.errors import InvalidRequest
 
 from .. import calls
-from ..auth import authenticate
+from ..auth import current_claims, require_token
 from ..numbers import normalise_number
-from ..render import respond, wants_xml
-from .params import body, text_param
+from ..render import respond
+from .params import body, form_encoded, text_param
 
 bp = Blueprint("rest", __name__)
 
@@ -19,18 +19,15 @@ def policy() -> calls.Policy:
     return calls.Policy.from_config(current_app.config)
 
 
-def _claims() -> dict[str, object]:
-    claims = authenticate(request, "call")
-    wants_xml()  # an unknown ?format= is a 406 before anything changes, not after
-    return claims
-
-
 @bp.post("/rest/call")
+@require_token("call")
 def create_call() -> Response:
     """Open a call session: 201 with ``Location``; 409 over the limit; Idempotency-Key aware."""
-    claims = _claims()
+    claims = current_claims()
     data = body()
-    number = normalise_number(data.get("number"), current_app.config["CALL_DEFAULT_REGION"])
+    number = normalise_number(
+        data.get("number"), current_app.config["CALL_DEFAULT_REGION"], form_encoded=form_encoded()
+    )
     key = calls.validate_idempotency_key(request.headers.get("Idempotency-Key"))
     started = calls.start_call(
         str(claims["sub"]), str(claims["client_id"]), number, policy(), idempotency_key=key
@@ -43,9 +40,10 @@ def create_call() -> Response:
 
 
 @bp.put("/rest/call")
+@require_token("call")
 def end_call() -> Response:
     """End one of the caller's calls; ending an ended call returns it unchanged."""
-    claims = _claims()
+    claims = current_claims()
     data = body()
     token_call = text_param(data, "token_call", required=False) or request.args.get("token_call")
     if not token_call:
@@ -55,9 +53,10 @@ def end_call() -> Response:
 
 
 @bp.get("/rest/call")
+@require_token("call")
 def read_calls() -> Response:
     """One call with ``?token_call=…``, else the caller's ongoing calls across all apps."""
-    claims = _claims()
+    claims = current_claims()
     token_call = request.args.get("token_call")
     if token_call is not None:
         call = calls.get_call(token_call, policy(), subject=str(claims["sub"]))

@@ -247,7 +247,7 @@ def test_refusing_consent_redirects_with_access_denied(client, user, web_client)
     assert base == TEST_REDIRECT
     assert query == {
         "error": "access_denied",
-        "error_description": "The resource owner or authorization server denied the request",
+        "error_description": "The user declined to authorize the application.",
         "state": "st4te",
     }
     # A refusal is not remembered as consent.

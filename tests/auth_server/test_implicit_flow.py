@@ -71,7 +71,7 @@ def test_client_without_token_response_type_is_unauthorized(auth_app, client):
     assert (base, query) == (TEST_REDIRECT, "")
     assert fragment == {
         "error": "unauthorized_client",
-        "error_description": "The client is not authorized to use 'response_type=token'",
+        "error_description": "This client is not registered for response_type=token.",
         "state": "st4te",
     }
 

@@ -125,7 +125,7 @@ def test_client_credentials_scope_beyond_registration_is_invalid_scope(client, a
     assert r.status_code == 400
     assert r.json == {
         "error": "invalid_scope",
-        "error_description": "The requested scope is invalid, unknown, or malformed.",
+        "error_description": "This client may not ask for the scope 'call'; it is registered for admin.",
     }
 
 
@@ -135,7 +135,7 @@ def test_client_credentials_needs_the_grant(client, web_client):
     assert r.status_code == 400
     assert r.json == {
         "error": "unauthorized_client",
-        "error_description": "The client is not authorized to use 'grant_type=client_credentials'",
+        "error_description": "This client is not registered for grant_type=client_credentials.",
     }
 
 
@@ -230,7 +230,10 @@ def test_refresh_cannot_widen_the_scope(auth_app, client, flow, user):
     assert r.status_code == 400
     assert r.json == {
         "error": "invalid_scope",
-        "error_description": "The requested scope is invalid, unknown, or malformed.",
+        "error_description": (
+            "The requested scope is wider than the scope originally granted; ask for part of "
+            "it, or leave scope out to keep all of it."
+        ),
     }
 
 
@@ -252,7 +255,7 @@ def test_missing_refresh_token_is_invalid_request(client, web_client):
     assert r.status_code == 400
     assert r.json == {
         "error": "invalid_request",
-        "error_description": "Missing 'refresh_token' in request.",
+        "error_description": "The 'refresh_token' parameter is required with grant_type=refresh_token.",
     }
 
 

@@ -130,6 +130,7 @@ def test_secrets_at_rest_codes_and_refresh_tokens_only_as_sha256(
         assert secret not in dump
 
 
+@pytest.mark.real_password_hash
 def test_secrets_at_rest_password_hash_is_not_plaintext(auth_app, user):
     from werkzeug.security import check_password_hash
 
