@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
+from werkzeug.security import DEFAULT_PBKDF2_ITERATIONS
 
 from shared.config import (
     ConfigError,
@@ -21,6 +23,12 @@ from shared.config import (
     var_dir,
 )
 from shared.db import engine_options, normalise_url
+
+# Werkzeug's password hash (scrypt, N=2**15, r=8, p=1: about 0.1 s per hash). The tests set a
+# cheap one; production refuses anything weaker than these (OWASP's PBKDF2 counts).
+DEFAULT_PASSWORD_HASH_METHOD = "scrypt"
+MIN_SCRYPT_N, MIN_SCRYPT_R = 2**15, 8
+MIN_PBKDF2_ITERATIONS = {"sha256": 600_000, "sha512": 210_000}
 
 
 def _dev_secret_key() -> str:
@@ -83,14 +91,48 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "PERMANENT_SESSION_LIFETIME": env_int("SESSION_LIFETIME", 8 * 3600, env),
         "JSON_SORT_KEYS": False,
         "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
+        "AUTH_PASSWORD_HASH_METHOD": env_str(
+            "AUTH_PASSWORD_HASH_METHOD", DEFAULT_PASSWORD_HASH_METHOD, env
+        ),
     }
     return cfg
+
+
+def password_hash_is_weak(method: str) -> bool:
+    """Whether a Werkzeug ``generate_password_hash`` method is cheaper than production
+    accepts; ``ConfigError`` when it is not a method Werkzeug knows."""
+    name, *args = method.split(":")
+    try:
+        if name == "scrypt" and len(args) in (0, 3):
+            n, r, p = (int(a) for a in args) if args else (2**15, 8, 1)
+            if n > 1 and n & (n - 1) == 0 and r >= 1 and p >= 1:
+                return n < MIN_SCRYPT_N or r < MIN_SCRYPT_R
+        elif name == "pbkdf2" and len(args) <= 2:
+            digest = args[0] if args else "sha256"
+            iterations = int(args[1]) if len(args) == 2 else DEFAULT_PBKDF2_ITERATIONS
+            if digest in hashlib.algorithms_guaranteed and iterations >= 1:
+                return iterations < MIN_PBKDF2_ITERATIONS.get(digest, iterations + 1)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"AUTH_PASSWORD_HASH_METHOD={method!r} is not a password hash method: use scrypt, "
+        "scrypt:N:r:p, pbkdf2, pbkdf2:HASH or pbkdf2:HASH:ITERATIONS"
+    )
 
 
 def finalise(cfg: dict[str, Any]) -> None:
     """Fill development defaults, or refuse them in production (naming the variable)."""
     production = cfg["APP_ENV"] == "production"
+    weak_hash = password_hash_is_weak(cfg["AUTH_PASSWORD_HASH_METHOD"])
     if production:
+        require_production_setting(
+            "AUTH_PASSWORD_HASH_METHOD",
+            cfg["AUTH_PASSWORD_HASH_METHOD"],
+            weak_hash,
+            "too cheap against guessing from a leaked hash; use scrypt (the default, or "
+            f"scrypt:N:r:p with N >= {MIN_SCRYPT_N} and r >= {MIN_SCRYPT_R}) or "
+            f"pbkdf2:sha256:ITERATIONS with ITERATIONS >= {MIN_PBKDF2_ITERATIONS['sha256']}",
+        )
         require_production_setting(
             "AUTH_SECRET_KEY", "", not cfg["SECRET_KEY"], "set a long random session key"
         )
