@@ -87,5 +87,27 @@ CREATE INDEX ix_tokens_family ON tokens (family_id);
 
 INSERT INTO alembic_version (version_num) VALUES ('8c6925596f7d') RETURNING alembic_version.version_num;
 
+-- Running upgrade 8c6925596f7d -> 2f6681e031c6
+
+ALTER TABLE users ADD COLUMN disabled_at TIMESTAMP WITH TIME ZONE;
+
+UPDATE alembic_version SET version_num='2f6681e031c6' WHERE alembic_version.version_num = '8c6925596f7d';
+
+-- Running upgrade 2f6681e031c6 -> 3a10e5c0a1e1
+
+UPDATE alembic_version SET version_num='3a10e5c0a1e1' WHERE alembic_version.version_num = '2f6681e031c6';
+
+-- Running upgrade 3a10e5c0a1e1 -> 3b5e551015e2
+
+UPDATE alembic_version SET version_num='3b5e551015e2' WHERE alembic_version.version_num = '3a10e5c0a1e1';
+
+-- Running upgrade 3b5e551015e2 -> 3c0de4e91ace
+
+UPDATE alembic_version SET version_num='3c0de4e91ace' WHERE alembic_version.version_num = '3b5e551015e2';
+
+-- Running upgrade 3c0de4e91ace -> 3e40cf33d0e4
+
+UPDATE alembic_version SET version_num='3e40cf33d0e4' WHERE alembic_version.version_num = '3c0de4e91ace';
+
 COMMIT;
 
