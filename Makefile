@@ -12,8 +12,11 @@ install: ## create .venv and install the project with its dev extras
 run: ## both services on the embedded default (SQLite under var/)
 	$(BIN)/python manage.py
 
-test: ## the whole suite: PostgreSQL when reachable (mandatory with CI=true) and SQLite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# pytest-xdist workers for `make test` (TEST_WORKERS=0: one process; groups: tests/conftest.py)
+TEST_WORKERS ?= auto
+
+test: ## the whole suite on TEST_WORKERS xdist workers: PostgreSQL when reachable (mandatory with CI=true) and SQLite
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: ## ruff, ruff format, mypy, import-linter contracts
 	$(BIN)/ruff check .

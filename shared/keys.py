@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,6 +133,21 @@ def parse_jwks(document: Any) -> dict[str, PublicKey]:
     return keys
 
 
+def _file_identity(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_signing_key(path: Path, identity: tuple[int, int, int, int]) -> SigningKey:
+    """Parsing a PEM private key costs milliseconds (RSA's checks); key files are named by
+    their thumbprint and never rewritten, so a parse is reused while the file's identity
+    (device, inode, mtime, size) is unchanged."""
+    return SigningKey.from_private_key(
+        serialization.load_pem_private_key(path.read_bytes(), password=None)
+    )
+
+
 class KeyStore:
     """The private keys in a folder; ``current`` names the signing key."""
 
@@ -139,9 +155,7 @@ class KeyStore:
         self.directory = Path(directory)
 
     def _load(self, path: Path) -> SigningKey:
-        return SigningKey.from_private_key(
-            serialization.load_pem_private_key(path.read_bytes(), password=None)
-        )
+        return _load_signing_key(path.resolve(), _file_identity(path))
 
     def keys(self) -> list[SigningKey]:
         """The published keys (current, staged, and older ones not yet retired)."""

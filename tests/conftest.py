@@ -37,6 +37,10 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_REDIRECT = "http://127.0.0.1:8888/test"
 ISSUER = "http://127.0.0.1:8888"
 AUDIENCE = "http://127.0.0.1:8889"
+# Werkzeug's scrypt costs ~0.1 s per user created and per sign-in: the suite hashes with one
+# PBKDF2 round instead (``AUTH_PASSWORD_HASH_METHOD``), except in tests marked
+# ``real_password_hash`` and in tests/auth_server/test_password_hash.py.
+TEST_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 
 
 def postgres_available() -> bool:
@@ -55,6 +59,40 @@ if IN_CI and not _PG:
     raise RuntimeError(f"CI=true but PostgreSQL is not reachable at {PG_ADMIN_URL}")
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+# `make test` spreads the tests over pytest-xdist workers (`-n … --dist loadgroup`). The
+# tests under these paths run together on one worker, in order, because they share
+# something that is costly to build per worker or exists only once: the fault suite's
+# throwaway PostgreSQL cluster (and its timing-sensitive loads), the browser module's
+# Chromium and server, the quick-start module's `make run` on the fixed ports 8888/8889.
+# Everything else is per worker already (temp dirs, databases, free ports).
+XDIST_GROUPS = {
+    "tests/faults/": "faults",
+    "tests/e2e/test_browser.py": "browser",
+    "tests/e2e/test_quick_start.py": "ports_8888_8889",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, grouped by ``XDIST_GROUPS`` as well as ``xdist_group`` marks.
+
+    With pytest >= 9.2, pytest-xdist 3.8's own loadgroup ignores the marks (it renames the
+    node ids, which pytest no longer allows: pytest-dev/pytest-xdist#1386), so the groups are
+    decided here, in the controller, from the test's path."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PathGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            for prefix, group in XDIST_GROUPS.items():
+                if path.startswith(prefix):
+                    return group
+            return super()._split_scope(nodeid)
+
+    return PathGroupScheduling(config, log)
 
 
 def pg_url(dbname: str) -> str:
@@ -151,19 +189,27 @@ def databases(request: pytest.FixtureRequest, session_dir: Path) -> Databases:
     return _databases(request.param, session_dir)
 
 
+# The serial sequences that were used since the last reset, restarted at 1 like
+# ``TRUNCATE … RESTART IDENTITY`` would.
+_RESTART_USED_SEQUENCES = sa.text(
+    "SELECT setval(format('%I.%I', schemaname, sequencename), 1, false) "
+    "FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+)
+
+
 def _empty_tables(app: Flask) -> None:
+    """Delete every row, children first. On PostgreSQL ``DELETE`` of a test's few rows takes
+    about 1 ms where ``TRUNCATE`` of every table takes 40-80 ms (it makes new files for each
+    table and index, and waits for an exclusive lock)."""
     db = app.extensions["sqlalchemy"]
     with app.app_context():
         db.session.remove()
         engine = db.engine
-        tables = list(reversed(db.metadata.sorted_tables))
         with engine.begin() as conn:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
             if engine.dialect.name == "postgresql":
-                names = ", ".join(f'"{t.name}"' for t in tables)
-                conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-            else:
-                for table in tables:
-                    conn.execute(table.delete())
+                conn.execute(_RESTART_USED_SEQUENCES)
 
 
 _schemas_ready: set[tuple[str, str]] = set()
@@ -194,6 +240,7 @@ def auth_config(databases: Databases, keys_dir: Path, **extra: Any) -> dict[str,
         "AUTH_ISSUER": ISSUER,
         "CALL_AUDIENCE": AUDIENCE,
         "RATELIMIT_ENABLED": False,
+        "AUTH_PASSWORD_HASH_METHOD": TEST_PASSWORD_HASH_METHOD,
         **extra,
     }
 
@@ -208,15 +255,25 @@ def call_config(databases: Databases, public_key_file: Path, **extra: Any) -> di
         "CALL_PUBLIC_KEY_FILE": str(public_key_file),
         "AUTH_ISSUER": ISSUER,
         "CALL_AUDIENCE": AUDIENCE,
+        # No auth server listens at ISSUER: in-process call APIs do not poll its revocation
+        # feed (tests/security/test_revocation_reaches_call_api.py turns it on).
+        "CALL_REVOCATION_POLL_INTERVAL": 0,
         **extra,
     }
 
 
 @pytest.fixture
-def auth_app(databases: Databases, keys_dir: Path) -> Iterator[Flask]:
+def auth_app(
+    request: pytest.FixtureRequest, databases: Databases, keys_dir: Path
+) -> Iterator[Flask]:
     from auth_server import create_app
 
-    app = create_app(auth_config(databases, keys_dir))
+    extra = {}
+    if request.node.get_closest_marker("real_password_hash"):
+        from auth_server.config import DEFAULT_PASSWORD_HASH_METHOD
+
+        extra["AUTH_PASSWORD_HASH_METHOD"] = DEFAULT_PASSWORD_HASH_METHOD
+    app = create_app(auth_config(databases, keys_dir, **extra))
     _prepare(app, "auth", databases.auth_url)
     yield app
     with app.app_context():
@@ -264,12 +321,14 @@ class ClientInfo:
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-def make_user(app: Flask, username: str | None = None, password: str = "correct horse") -> UserInfo:
+def make_user(
+    app: Flask, username: str | None = None, password: str = "correct horse", role: str = "user"
+) -> UserInfo:
     from auth_server.accounts import create_user
 
     username = username or f"user-{uuid.uuid4().hex[:8]}"
     with app.app_context():
-        user = create_user(username, password)
+        user = create_user(username, password, role)
         return UserInfo(user.id, user.username, password)
 
 
@@ -281,6 +340,7 @@ def make_client(
     response_types: tuple[str, ...] | None = None,
     scope: str = "call",
     public: bool = False,
+    allow_admin_for_users: bool = False,
 ) -> ClientInfo:
     from auth_server.clients import create_client
 
@@ -293,6 +353,7 @@ def make_client(
             response_types=response_types,
             scope=scope,
             public=public,
+            allow_admin_for_users=allow_admin_for_users,
         )
         return ClientInfo(reg.client.client_id, reg.client_secret, uris)
 

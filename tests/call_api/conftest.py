@@ -31,9 +31,11 @@ def mint(auth_app: Flask) -> Callable[..., str]:
     return _mint
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def signing_key(keys_dir: Path, public_key_file: Path) -> Any:
-    """The auth server's private key that the call API trusts (via ``public_key_file``)."""
+    """The auth server's private key that the call API trusts (via ``public_key_file``).
+
+    Once per session, like ``public_key_file``: parsing a private key costs ~50 ms."""
     from shared.keys import KeyStore, load_public_key_pem, thumbprint
 
     trusted = thumbprint(load_public_key_pem(public_key_file))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import TEST_PASSWORD_HASH_METHOD
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -99,6 +101,7 @@ def auth_env(database_url: str, keys_dir: str, issuer: str, audience: str) -> di
         "CALL_AUDIENCE": audience,
         "AUTH_SECRET_KEY": "e2e-secret-key",
         "RATELIMIT_ENABLED": "false",
+        "AUTH_PASSWORD_HASH_METHOD": TEST_PASSWORD_HASH_METHOD,
     }
 
 
