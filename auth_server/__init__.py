@@ -91,7 +91,7 @@ def security_headers(response: Response) -> Response:
         "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
     )
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if not request.path.startswith(("/.well-known", "/static")):
+    if not request.path.startswith(("/.well-known", "/static", "/oauth/revocations")):
         headers["Cache-Control"] = "no-store"
         headers.setdefault("Pragma", "no-cache")
     return response

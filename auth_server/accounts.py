@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import time
+import unicodedata
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared.errors import Conflict, InvalidCredentials, InvalidRequest, ObjectDoesNotExist
 
+from . import revocations
 from .config import DEFAULT_PASSWORD_HASH_METHOD
 from .consent import forget_user_consents
 from .extensions import db
 from .models import AuthorizationCode, Consent, Token, User, utcnow
+from .oauth2 import revoke_grants
+from .rules import DEFAULT_ROLE, ROLES, scope_for_role
+from .sessions import DISABLED, PASSWORD_CHANGED, delete_user_sessions, end_user_sessions
 
 
 class AccountDisabled(InvalidCredentials):
@@ -36,8 +40,17 @@ MAX_USERNAME = 150
 MAX_PASSWORD = 1024
 
 
+def normalise_username(username: str) -> str:
+    """The one form of a username, for sign-in, throttling and storage: Unicode NFKC,
+    case-folded, surrounding whitespace stripped and inner runs of it made one space
+    ("  Alice\u00a0 SMITH " and "alice smith" are the same user)."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
+    return " ".join(folded.split())
+
+
 def validate_username(username: str) -> str:
-    username = (username or "").strip()
+    """The normalised username (what is stored), or ``InvalidRequest``."""
+    username = normalise_username(username or "")
     if not username:
         raise InvalidRequest("The username must not be empty.")
     if len(username) > MAX_USERNAME:
@@ -74,12 +87,19 @@ def _dummy_hash() -> str:
     return _DUMMY_HASHES[method]
 
 
-def create_user(username: str, password: str) -> User:
+def validate_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidRequest(f"Unknown role {role!r}; use {' or '.join(ROLES)}.")
+    return role
+
+
+def create_user(username: str, password: str, role: str = DEFAULT_ROLE) -> User:
     username = validate_username(username)
     validate_password(password)
+    validate_role(role)
     if db.session.scalar(select(User).where(User.username == username)) is not None:
         raise Conflict(f"The username {username!r} is taken.")
-    user = User(username=username, password_hash=hash_password(password))
+    user = User(username=username, password_hash=hash_password(password), role=role)
     db.session.add(user)
     db.session.commit()
     return user
@@ -95,7 +115,7 @@ def authenticate(username: str, password: str) -> User:
         and "\x00" not in username
         and len(password or "") <= MAX_PASSWORD
     ):
-        user = db.session.scalar(select(User).where(User.username == username))
+        user = _lookup(username)
     if user is None:
         check_password_hash(_dummy_hash(), password or "")
         raise InvalidCredentials()
@@ -106,12 +126,19 @@ def authenticate(username: str, password: str) -> User:
     return user
 
 
-def get_user(user_id: str | None) -> User | None:
-    """The signed-in user of a session; ``None`` once the user is disabled or deleted."""
-    if not user_id:
+def _lookup(username: str) -> User | None:
+    """The user a typed username names: by its normalised form, or, for a row created
+    before usernames were normalised and left as it was (its normalised form was taken;
+    see migration 3b5e551015e2), by the exact name as typed, which then wins."""
+    typed = username.strip()
+    key = normalise_username(username)
+    if len(key) > MAX_USERNAME:
         return None
-    user = db.session.get(User, user_id)
-    return None if user is None or user.is_disabled else user
+    found = {
+        user.username: user
+        for user in db.session.scalars(select(User).where(User.username.in_({typed, key})))
+    }
+    return found.get(typed) or found.get(key)
 
 
 # --- operators (`auth-server users …`) ---------------------------------------------------
@@ -121,7 +148,7 @@ def find_user(username: str) -> User:
     """The user named ``username``, or ``ObjectDoesNotExist``."""
     user = None
     if username and len(username) <= MAX_USERNAME and "\x00" not in username:
-        user = db.session.scalar(select(User).where(User.username == username))
+        user = _lookup(username)
     if user is None:
         raise ObjectDoesNotExist(f"No user named {username!r}.")
     return user
@@ -136,6 +163,7 @@ def describe_user(user: User, details: bool = False) -> dict[str, object]:
     out: dict[str, object] = {
         "id": user.id,
         "username": user.username,
+        "role": user.role,
         "disabled": user.is_disabled,
         "created_at": _iso(user.created_at),
     }
@@ -163,15 +191,14 @@ def revoke_user_grants(user_id: str) -> None:
     """Revoke what the server holds for the user: refresh tokens (and the access tokens'
     records, so introspection reports them inactive), unused authorization codes, consents.
 
-    Access tokens are self-contained JWTs: resource servers accept one until it expires.
-    Runs in the caller's transaction.
+    Access tokens are self-contained JWTs: the revocation feed tells the call API to stop
+    accepting the user's (within seconds). Runs in the caller's transaction.
     """
-    db.session.execute(
-        update(Token)
-        .where(Token.user_id == user_id, Token.revoked_at.is_(None))
-        .values(revoked_at=int(time.time()))
-    )
+    # Codes first: deleting one waits for a redemption in flight (it holds the code's row
+    # lock), so the grant it creates is committed before the grants are looked up below.
     db.session.execute(delete(AuthorizationCode).where(AuthorizationCode.user_id == user_id))
+    revoke_grants(Token.user_id == user_id)  # each under its lock: a refresh in flight too
+    revocations.record_subject(user_id)
     forget_user_consents(user_id)
 
 
@@ -181,6 +208,7 @@ def disable_user(username: str) -> User:
     if user.disabled_at is None:
         user.disabled_at = utcnow()
     revoke_user_grants(user.id)
+    end_user_sessions(user.id, DISABLED)
     db.session.commit()
     return user
 
@@ -193,10 +221,49 @@ def enable_user(username: str) -> User:
     return user
 
 
+def set_role(username: str, role: str) -> User:
+    """Give USERNAME ``role``. A demotion takes effect at once: every grant (token family)
+    of the user with a token that carries a scope the new role does not allow is revoked
+    (refresh tokens refused, the access tokens reported inactive and, through the revocation
+    feed, refused by the call API), such unused codes are deleted and remembered consents
+    narrowed, so the apps sign the user in again and get what the new role allows. Runs in
+    one transaction."""
+    user = find_user(username)
+    validate_role(role)
+    user.role = role
+    # Codes first (see revoke_user_grants): a redemption in flight commits its grant before
+    # the grants are looked up.
+    for code in db.session.scalars(
+        select(AuthorizationCode).where(AuthorizationCode.user_id == user.id)
+    ):
+        if scope_for_role(code.scope, role) != _normal(code.scope):
+            db.session.delete(code)
+    db.session.flush()
+    allowed = {
+        token.scope
+        for token in db.session.scalars(
+            select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
+        )
+        if scope_for_role(token.scope, role) == _normal(token.scope)
+    }
+    revoke_grants(Token.user_id == user.id, Token.scope.not_in(allowed))
+    for consent in db.session.scalars(select(Consent).where(Consent.user_id == user.id)):
+        consent.scope = scope_for_role(consent.scope, role)
+        if not consent.scope:
+            db.session.delete(consent)
+    db.session.commit()
+    return user
+
+
+def _normal(scope: str | None) -> str:
+    return " ".join(dict.fromkeys((scope or "").split()))
+
+
 def set_password(username: str, password: str) -> User:
     user = find_user(username)
     validate_password(password)
     user.password_hash = hash_password(password)
+    end_user_sessions(user.id, PASSWORD_CHANGED)  # a thief's copy of a session ends too
     db.session.commit()
     return user
 
@@ -205,6 +272,7 @@ def delete_user(username: str) -> None:
     """Delete the user with their tokens, codes and consents."""
     user = find_user(username)
     revoke_user_grants(user.id)
+    delete_user_sessions(user.id)
     db.session.execute(delete(Token).where(Token.user_id == user.id))
     db.session.delete(user)
     db.session.commit()

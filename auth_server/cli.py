@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from shared.cli import UsageProblem, add_common_commands, document_flask_options, version_option
-from shared.errors import ClickCallError
+from shared.cli import (
+    UsageProblem,
+    add_common_commands,
+    document_flask_options,
+    service_errors,
+    version_option,
+)
 
-from . import accounts, create_app
+from . import accounts, create_app, sessions
 from . import clients as client_service
 from .config import load_config
 from .extensions import db
-from .rules import DEFAULT_GRANT_TYPES, DEFAULT_SCOPE, GRANT_TYPES, RESPONSE_TYPES, SCOPES
+from .models import Client
+from .rules import (
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_ROLE,
+    DEFAULT_SCOPE,
+    GRANT_TYPES,
+    RESPONSE_TYPES,
+    ROLE_SCOPES,
+    ROLES,
+    SCOPES,
+)
 from .schema import upgrade
 from .tokens import keyring
 
@@ -41,10 +55,6 @@ def main() -> None:
     """ClickCall authorization server."""
 
 
-def _fail(exc: ClickCallError) -> NoReturn:
-    raise click.ClickException(exc.description) from exc
-
-
 def _production() -> bool:
     return bool(current_app.config["APP_ENV"] == "production")
 
@@ -61,6 +71,13 @@ PASSWORD_STDIN_HELP = (
 )
 # Usernames may start with "-": read such a word as USERNAME, not as an unknown option.
 USERNAME_ARG = {"ignore_unknown_options": True}
+ROLES_HELP = "; ".join(f"{role}: {' '.join(ROLE_SCOPES[role])}" for role in ROLES)
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UsageProblem(f"unknown role {role!r}; use {' or '.join(ROLES)}")
+    return role
 
 
 document_flask_options(main)
@@ -75,21 +92,28 @@ def users() -> None:
 @users.command("create")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
+@click.option(
+    "--role",
+    default=DEFAULT_ROLE,
+    show_default=True,
+    metavar="ROLE",
+    help=f"{' or '.join(ROLES)}: the scopes the user may be granted through the browser "
+    f"flows ({ROLES_HELP}).",
+)
 @with_appcontext
-def users_create(username: str, password_stdin: bool) -> None:
+def users_create(username: str, password_stdin: bool, role: str) -> None:
     """Create a user (the password is read from stdin, never from the command line)."""
+    _check_role(role)
     password = _read_password(password_stdin)
-    try:
-        user = accounts.create_user(username, password)
-    except ClickCallError as exc:
-        _fail(exc)
+    with service_errors():
+        user = accounts.create_user(username, password, role)
     click.echo(json.dumps({"id": user.id, "username": user.username}))
 
 
 @users.command("list")
 @with_appcontext
 def users_list() -> None:
-    """List users as JSON lines (id, username, disabled, created_at), by username."""
+    """List users as JSON lines (id, username, role, disabled, created_at), by username."""
     for user in accounts.list_users():
         click.echo(json.dumps(accounts.describe_user(user)))
 
@@ -99,10 +123,8 @@ def users_list() -> None:
 @with_appcontext
 def users_show(username: str) -> None:
     """Show one user and the clients they authorized (never the password hash)."""
-    try:
+    with service_errors():
         user = accounts.find_user(username)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(json.dumps(accounts.describe_user(user, details=True), indent=2))
 
 
@@ -115,10 +137,8 @@ def users_disable(username: str) -> None:
     Access tokens already issued are JWTs: resource servers accept them until they expire
     (ACCESS_TOKEN_TTL); introspection reports them inactive at once.
     """
-    try:
+    with service_errors():
         accounts.disable_user(username)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(f"disabled {username} (refresh tokens, codes and consents revoked)")
 
 
@@ -127,11 +147,26 @@ def users_disable(username: str) -> None:
 @with_appcontext
 def users_enable(username: str) -> None:
     """Let a disabled user sign in again (what was revoked stays revoked)."""
-    try:
+    with service_errors():
         accounts.enable_user(username)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(f"enabled {username}")
+
+
+@users.command("set-role", context_settings=USERNAME_ARG)
+@click.argument("username")
+@click.argument("role")
+@with_appcontext
+def users_set_role(username: str, role: str) -> None:
+    """Give USERNAME the role ROLE (user or admin).
+
+    A demotion takes effect at once: the user's refresh tokens, unused codes and access
+    tokens (as introspection sees them) that carry a scope the new role does not allow are
+    revoked, and remembered consents are narrowed, so apps must sign the user in again.
+    """
+    _check_role(role)
+    with service_errors():
+        accounts.set_role(username, role)
+    click.echo(f"role of {username} set to {role}")
 
 
 @users.command("set-password", context_settings=USERNAME_ARG)
@@ -141,10 +176,8 @@ def users_enable(username: str) -> None:
 def users_set_password(username: str, password_stdin: bool) -> None:
     """Give USERNAME a new password (read from stdin, never from the command line)."""
     password = _read_password(password_stdin)
-    try:
+    with service_errors():
         accounts.set_password(username, password)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(f"password changed for {username}")
 
 
@@ -153,11 +186,24 @@ def users_set_password(username: str, password_stdin: bool) -> None:
 @with_appcontext
 def users_delete(username: str) -> None:
     """Delete USERNAME with their tokens, codes and consents."""
-    try:
+    with service_errors():
         accounts.delete_user(username)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(f"deleted {username}")
+
+
+@users.command("sign-out", context_settings=USERNAME_ARG)
+@click.argument("username")
+@with_appcontext
+def users_sign_out(username: str) -> None:
+    """End every login session of USERNAME, in every browser (they must sign in again).
+
+    Changing the password or disabling the user does this too. Tokens already issued to
+    apps are not touched (revoke them with `users disable`).
+    """
+    with service_errors():
+        user = accounts.find_user(username)
+    ended = sessions.sign_out_everywhere(user.id)
+    click.echo(f"signed out {username} ({ended} session{'' if ended == 1 else 's'} ended)")
 
 
 @main.group()
@@ -173,6 +219,16 @@ def _check_implicit(grant_types: tuple[str, ...], response_types: tuple[str, ...
 
 GRANTS = ", ".join(GRANT_TYPES)
 RESPONSES = " or ".join(RESPONSE_TYPES)
+ALLOW_ADMIN_HELP = (
+    "Allow the admin scope together with authorization_code or implicit: only users with "
+    "the admin role are then granted admin through this client (a warning on stderr says "
+    "why this is dangerous)."
+)
+
+
+def _warn_admin_for_users(client: Client) -> None:
+    if client_service.admin_for_users(client):
+        click.echo(client_service.ADMIN_FOR_USERS_WARNING, err=True)
 
 
 @clients.command("create")
@@ -215,6 +271,11 @@ RESPONSES = " or ".join(RESPONSE_TYPES)
     help="A public client: no secret, PKCE required. [default: confidential, with a secret]",
 )
 @click.option(
+    "--allow-admin-for-users",
+    is_flag=True,
+    help=f"{ALLOW_ADMIN_HELP} [default: off: such a client is refused]",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -228,11 +289,12 @@ def clients_create(
     response_types: tuple[str, ...],
     scope: str,
     public: bool,
+    allow_admin_for_users: bool,
     as_json: bool,
 ) -> None:
     """Register a client; its secret is shown once and stored hashed."""
     _check_implicit(grant_types, response_types)
-    try:
+    with service_errors():
         registered = client_service.create_client(
             name=name,
             redirect_uris=redirect_uris,
@@ -241,9 +303,9 @@ def clients_create(
             scope=scope,
             public=public,
             production=_production(),
+            allow_admin_for_users=allow_admin_for_users,
         )
-    except ClickCallError as exc:
-        _fail(exc)
+    _warn_admin_for_users(registered.client)
     out: dict[str, str] = {"client_id": registered.client.client_id}
     if registered.client_secret:
         out["client_secret"] = registered.client_secret
@@ -289,6 +351,11 @@ UNCHANGED = "[default: unchanged]"
     metavar="SCOPES",
     help=f"The scopes, space-separated, among: {' '.join(SCOPES)}. {UNCHANGED}",
 )
+@click.option(
+    "--allow-admin-for-users",
+    is_flag=True,
+    help=f"{ALLOW_ADMIN_HELP} Needed when the update brings the two together. [default: off]",
+)
 @with_appcontext
 def clients_update(
     client_id: str,
@@ -297,12 +364,13 @@ def clients_update(
     grant_types: tuple[str, ...],
     response_types: tuple[str, ...],
     scope: str | None,
+    allow_admin_for_users: bool,
 ) -> None:
     """Change a client's registration: only the options given change, checked as in
     `create`. The client keeps its id, its secret and whether it is public; prints it."""
     if grant_types:
         _check_implicit(grant_types, response_types)
-    try:
+    with service_errors():
         client = client_service.update_client(
             client_id,
             name=name,
@@ -311,9 +379,10 @@ def clients_update(
             response_types=response_types or None,
             scope=scope,
             production=_production(),
+            allow_admin_for_users=allow_admin_for_users,
         )
-    except ClickCallError as exc:
-        _fail(exc)
+    if allow_admin_for_users:
+        _warn_admin_for_users(client)
     click.echo(json.dumps(client_service.describe(client), indent=2))
 
 
@@ -330,12 +399,10 @@ def clients_list() -> None:
 @with_appcontext
 def clients_show(client_id: str) -> None:
     """Show one client (never its secret)."""
-    try:
+    with service_errors():
         click.echo(
             json.dumps(client_service.describe(client_service.get_client(client_id)), indent=2)
         )
-    except ClickCallError as exc:
-        _fail(exc)
 
 
 @clients.command("delete")
@@ -343,10 +410,8 @@ def clients_show(client_id: str) -> None:
 @with_appcontext
 def clients_delete(client_id: str) -> None:
     """Delete a client with its codes, consents and tokens."""
-    try:
+    with service_errors():
         client_service.delete_client(client_id)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(f"deleted {client_id}")
 
 
@@ -355,10 +420,8 @@ def clients_delete(client_id: str) -> None:
 @with_appcontext
 def clients_rotate_secret(client_id: str) -> None:
     """Give a confidential client a new secret (the old one stops working)."""
-    try:
+    with service_errors():
         secret = client_service.rotate_secret(client_id)
-    except ClickCallError as exc:
-        _fail(exc)
     click.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from shared.errors import InvalidRequest, ObjectDoesNotExist
 
+from . import revocations
 from .extensions import db
 from .models import Client, hash_client_secret
 from .rules import (
@@ -21,7 +22,22 @@ from .rules import (
     PUBLIC_AUTH_METHOD,
     RESPONSE_TYPES,
     SCOPES,
+    mixes_admin_with_browser,
     validate_redirect_uri,
+)
+
+# Printed (stderr) by the CLI whenever it registers such a client with the flag.
+ADMIN_FOR_USERS_WARNING = (
+    "Warning: this client may ask for the admin scope through a browser grant "
+    "(authorization_code or implicit). Only users with the admin role are granted admin "
+    "through it (other users get the rest of what it asks for), but every admin who signs in "
+    "hands this app, and whoever steals its tokens, power over every user's calls. Prefer a "
+    "separate client_credentials client for administration."
+)
+ADMIN_FOR_USERS_REFUSED = (
+    "The admin scope with a browser grant (authorization_code or implicit) lets this app act "
+    "on every user's calls whenever an admin signs in through it; register admin on a "
+    "separate client_credentials client, or pass --allow-admin-for-users if that is intended."
 )
 
 
@@ -39,11 +55,14 @@ def client_metadata(
     scope: str = DEFAULT_SCOPE,
     public: bool = False,
     production: bool = False,
+    allow_admin_for_users: bool = False,
 ) -> dict[str, object]:
     """Checked client metadata (RFC 7591 names), for a new client or an updated one.
 
     ``response_types=None``: those the grants use (``code`` for ``authorization_code``,
-    ``token`` for ``implicit``).
+    ``token`` for ``implicit``). The ``admin`` scope together with a browser grant is refused
+    unless ``allow_admin_for_users``: users are then granted ``admin`` through this client
+    only when their role allows it (``rules.ROLE_SCOPES``).
     """
     name = (name or "").strip()
     if not name:
@@ -75,6 +94,8 @@ def client_metadata(
     for s in scopes:
         if s not in SCOPES:
             raise InvalidRequest(f"Unknown scope {s!r}; use one of {', '.join(SCOPES)}.")
+    if mixes_admin_with_browser(grants, scopes) and not allow_admin_for_users:
+        raise InvalidRequest(ADMIN_FOR_USERS_REFUSED)
     uris = [validate_redirect_uri(u, production) for u in redirect_uris]
     if responses and not uris:
         raise InvalidRequest("A client that uses the authorization endpoint needs --redirect-uri.")
@@ -106,6 +127,7 @@ def create_client(
     production: bool = False,
     client_id: str | None = None,
     client_secret: str | None = None,
+    allow_admin_for_users: bool = False,
 ) -> RegisteredClient:
     """Register a client. The plain secret is returned once and only its hash is kept."""
     metadata = client_metadata(
@@ -116,6 +138,7 @@ def create_client(
         scope=scope,
         public=public,
         production=production,
+        allow_admin_for_users=allow_admin_for_users,
     )
     client_id = client_id or new_client_id()
     if db.session.scalar(select(Client).where(Client.client_id == client_id)) is not None:
@@ -147,11 +170,14 @@ def update_client(
     response_types: Iterable[str] | None = None,
     scope: str | None = None,
     production: bool = False,
+    allow_admin_for_users: bool = False,
 ) -> Client:
     """Change the given metadata (``None``: keep), checked exactly as at creation.
 
     New grant types without response types get the response types those grants use, as at
-    creation. The client stays public or confidential, and keeps its id and secret.
+    creation. The client stays public or confidential, and keeps its id and secret. A client
+    already registered with ``admin`` and a browser grant keeps them without the flag; an
+    update that brings the two together needs ``allow_admin_for_users``, as at creation.
     """
     client = get_client(client_id)
     current = client.client_metadata
@@ -169,6 +195,7 @@ def update_client(
         scope=current.get("scope", "") if scope is None else scope,
         public=client.is_public,
         production=production,
+        allow_admin_for_users=allow_admin_for_users or admin_for_users(client),
     )
     metadata["token_endpoint_auth_method"] = client.token_endpoint_auth_method
     client.set_client_metadata({**current, **metadata})
@@ -176,12 +203,21 @@ def update_client(
     return client
 
 
+def admin_for_users(client: Client) -> bool:
+    """The client may ask for ``admin`` through a browser grant."""
+    meta = client.client_metadata
+    return mixes_admin_with_browser(meta.get("grant_types", []), meta.get("scope", "").split())
+
+
 def list_clients() -> list[Client]:
     return list(db.session.scalars(select(Client).order_by(Client.id)))
 
 
 def delete_client(client_id: str) -> None:
+    """Delete the client with its tokens, codes and consents; the call API stops accepting
+    its access tokens (revocation feed)."""
     db.session.delete(get_client(client_id))
+    revocations.record_client(client_id)
     db.session.commit()
 
 

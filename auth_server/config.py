@@ -24,6 +24,8 @@ from shared.config import (
 )
 from shared.db import engine_options, normalise_url
 
+from .rules import SCOPES
+
 # Werkzeug's password hash (scrypt, N=2**15, r=8, p=1: about 0.1 s per hash). The tests set a
 # cheap one; production refuses anything weaker than these (OWASP's PBKDF2 counts).
 DEFAULT_PASSWORD_HASH_METHOD = "scrypt"
@@ -70,7 +72,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ACCESS_TOKEN_TTL": ttl,
         "AUTH_CODE_TTL": env_int("AUTH_CODE_TTL", 60, env),
         "REFRESH_TOKEN_TTL": env_int("REFRESH_TOKEN_TTL", 30 * 24 * 3600, env),
-        "OAUTH2_SCOPES_SUPPORTED": ["call", "admin"],
+        "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
         "OAUTH2_TOKEN_EXPIRES_IN": {
             "authorization_code": ttl,
             "client_credentials": ttl,
@@ -83,14 +85,19 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_ENABLED": env_bool("RATELIMIT_ENABLED", True, env),
         "LOGIN_LIMIT_PER_USERNAME": env_str("LOGIN_LIMIT_PER_USERNAME", "5 per minute", env),
         "LOGIN_LIMIT_PER_IP": env_str("LOGIN_LIMIT_PER_IP", "20 per minute", env),
+        # A browser that signed in as the user before (device cookie) has its own budget.
+        "LOGIN_LIMIT_PER_DEVICE": env_str("LOGIN_LIMIT_PER_DEVICE", "10 per minute", env),
         "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 64 * 1024, env),
         "SESSION_COOKIE_NAME": "clickcall_auth",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": env_bool("SESSION_COOKIE_SECURE", production, env),
         "PERMANENT_SESSION_LIFETIME": env_int("SESSION_LIFETIME", 8 * 3600, env),
+        "SESSION_IDLE_TIMEOUT": env_int("SESSION_IDLE_TIMEOUT", 2 * 3600, env),
         "JSON_SORT_KEYS": False,
         "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
+        # When set, GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>" (shared/metrics.py).
+        "METRICS_TOKEN": env_str("METRICS_TOKEN", "", env),
         "AUTH_PASSWORD_HASH_METHOD": env_str(
             "AUTH_PASSWORD_HASH_METHOD", DEFAULT_PASSWORD_HASH_METHOD, env
         ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from .extensions import db
-from .models import Consent
+from .models import AuthorizationCode, Consent, Token
+from .oauth2 import revoke_grants
 
 
 def _scopes(scope: str | None) -> set[str]:
@@ -32,12 +33,23 @@ def remember_consent(user_id: str, client_id: str, scope: str | None) -> None:
 
 
 def forget_consent(user_id: str, client_id: str) -> None:
+    """Withdraw the user's consent for the client: the client's tokens for the user are
+    revoked (here and, through the revocation feed, at the call API) and its unused codes
+    deleted; the next authorization request asks for consent again."""
     row = db.session.scalar(
         select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
     )
     if row is not None:
         db.session.delete(row)
-        db.session.commit()
+    # Codes first: deleting one waits for a redemption in flight (it holds the code's row
+    # lock), so the grant it creates is committed before the grants are looked up.
+    db.session.execute(
+        delete(AuthorizationCode).where(
+            AuthorizationCode.user_id == user_id, AuthorizationCode.client_id == client_id
+        )
+    )
+    revoke_grants(Token.user_id == user_id, Token.client_id == client_id)
+    db.session.commit()
 
 
 def forget_user_consents(user_id: str) -> int:

@@ -45,7 +45,7 @@ def ensure_demo() -> str:
             redirect_uris=[],
             grant_types=["client_credentials"],
             response_types=[],
-            scope="admin",
+            scope="admin introspect",
             client_id=DEMO_ADMIN[0],
             client_secret=DEMO_ADMIN[1],
         )
@@ -57,7 +57,7 @@ def ensure_demo() -> str:
         f"                redirect_uri={TEST_REDIRECT} scope=call "
         "(authorization_code, implicit, refresh_token)",
         f"  admin client  client_id={DEMO_ADMIN[0]} client_secret={DEMO_ADMIN[1]} "
-        "scope=admin (client_credentials)",
+        "scope=admin introspect (client_credentials)",
     ]
     if created:
         lines.insert(0, "Created demo " + ", ".join(created) + ".")

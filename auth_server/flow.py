@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import CSRFError, InvalidRequest
 
-from . import accounts
+from . import sessions
 from .consent import has_consent
 from .extensions import authorization
 from .models import User
@@ -46,20 +46,58 @@ def oauth_params() -> dict[str, str]:
     return {k: request.values[k] for k in OAUTH_PARAMS if request.values.get(k) is not None}
 
 
+_USER = "clickcall.user"  # this request's signed-in user, once looked up
+
+
 def current_user() -> User | None:
-    user_id = session.get("uid")
-    return accounts.get_user(user_id) if isinstance(user_id, str) else None
+    """The signed-in user, from the server-side session row the cookie's ``sid`` names
+    (sessions.py: ended, idle or expired sessions and disabled users sign nobody in).
+
+    The cookie's ``uid`` must match the row's user; a cookie whose session is over loses
+    both, so the browser is plainly signed out. Looked up once per request.
+    """
+    if _USER in request.environ:
+        return request.environ[_USER]  # type: ignore[no-any-return]
+    token = session.get("sid")
+    user = sessions.session_user(token) if isinstance(token, str) else None
+    if user is not None and session.get("uid") != user.id:
+        user = None
+    if user is None and ("sid" in session or "uid" in session):
+        session.pop("sid", None)
+        session.pop("uid", None)
+    request.environ[_USER] = user
+    return user
 
 
 def login_user(user: User) -> None:
-    session.clear()  # no session fixation: a fresh session, and a fresh CSRF token
+    """Start a server-side session for ``user`` in a fresh cookie (no session fixation: a
+    new session id and a new CSRF token; this browser's previous session ends)."""
+    previous = session.get("sid")
+    if isinstance(previous, str):
+        sessions.end_session(previous, sessions.REPLACED)
+    session.clear()
     session.permanent = True
+    session["sid"] = sessions.start_session(
+        user.id, user_agent=request.user_agent.string, ip=request.remote_addr
+    )
     session["uid"] = user.id
     session["csrf"] = secrets.token_urlsafe(32)
+    request.environ[_USER] = user
 
 
-def logout_user() -> None:
+def logout_user(everywhere: bool = False) -> int:
+    """End this browser's session, or with ``everywhere`` every session of its user (the
+    other browsers, and any copy of their cookies); how many sessions ended."""
+    user = current_user()
+    token = session.get("sid")
+    ended = 0
+    if everywhere and user is not None:
+        ended = sessions.sign_out_everywhere(user.id)
+    elif isinstance(token, str):
+        ended = int(sessions.end_session(token, sessions.LOGOUT))
     session.clear()
+    request.environ[_USER] = None
+    return ended
 
 
 def csrf_token() -> str:
@@ -130,9 +168,13 @@ def oauth_error(error: OAuth2Error) -> Response:
 
 
 def validate_grant(user: User | None) -> Any:
-    """Authlib's validation of the authorization request; raises ``OAuth2Error``."""
+    """Authlib's validation of the authorization request; raises ``OAuth2Error``.
+
+    With a signed-in ``user`` the scope is narrowed to what their role allows (or
+    ``invalid_scope``, redirected to the client, when nothing is left): the consent page,
+    the remembered consent and what is issued all see only that."""
     try:
-        return authorization.get_consent_grant(end_user=user)
+        grant = authorization.get_consent_grant(end_user=user)
     except UnsupportedResponseTypeError as error:
         if request.values.get("response_type"):
             raise
@@ -153,6 +195,9 @@ def validate_grant(user: User | None) -> Any:
         raise InvalidRequestError(
             "The request contains characters that are not allowed in its parameters."
         ) from exc
+    if user is not None:
+        grant.limit_scope_to_role(user, grant.redirect_uri)
+    return grant
 
 
 def finish(grant: Any, user: User | None, status: int = 302) -> Response:
@@ -165,7 +210,14 @@ def finish(grant: Any, user: User | None, status: int = 302) -> Response:
 
 
 def proceed(grant: Any, user: User, status: int) -> BaseResponse:
-    """Signed in: straight to the client when consent exists, else to the consent page."""
+    """Signed in: straight to the client when consent exists, else to the consent page.
+
+    The scope is first narrowed to what ``user``'s role allows (the grant may have been
+    validated before the user signed in), so a remembered consent never covers more."""
+    try:
+        grant.limit_scope_to_role(user, grant.redirect_uri)
+    except OAuth2Error as error:
+        return oauth_error(error)
     if has_consent(user.id, grant.client.client_id, grant.request.scope):
         return finish(grant, user, status)
     return redirect(with_query("login.grant", oauth_params()), 303)

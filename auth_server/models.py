@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
 from .rules import (
+    DEFAULT_ROLE,
     DEFAULT_SECRET_AUTH_METHOD,
     PUBLIC_AUTH_METHOD,
     SECRET_AUTH_METHODS,
@@ -78,6 +79,11 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Set by `auth-server users disable`: the user cannot sign in or get tokens until enabled.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # One of rules.ROLES: which scopes the browser flows may grant this person
+    # (rules.ROLE_SCOPES). Set by `auth-server users create --role` and `users set-role`.
+    role: Mapped[str] = mapped_column(
+        String(20), nullable=False, default=DEFAULT_ROLE, server_default=DEFAULT_ROLE
+    )
 
     @property
     def is_disabled(self) -> bool:
@@ -85,6 +91,13 @@ class User(db.Model):  # type: ignore[name-defined,misc]
 
     def get_user_id(self) -> str:
         return self.id
+
+
+def active_user(user_id: str | None) -> User | None:
+    """The user with this id, or ``None`` when there is none or an operator disabled it:
+    the one check before anything acts for a user (sessions, token grants)."""
+    user = db.session.get(User, user_id) if user_id else None
+    return None if user is None or user.is_disabled else user
 
 
 class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
@@ -162,6 +175,9 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
     auth_time: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set when the code was presented again: a redemption still in flight is then refused
+    # (oauth2.save_token checks it under a row lock), and what it produced is revoked.
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     def is_expired(self) -> bool:
         return self.expires_at < time.time()
@@ -194,11 +210,35 @@ class Consent(db.Model):  # type: ignore[name-defined,misc]
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TokenFamily(db.Model):  # type: ignore[name-defined,misc]
+    """One grant: the tokens that descend from one issue (a code's redemption, an implicit or
+    client-credentials token) through refresh-token rotation.
+
+    Its row is where concurrent requests on one grant meet: revoking the family (reuse
+    detection, RFC 7009) locks it and sets ``revoked_at`` before revoking its tokens, and
+    adding a token to it (``oauth2.save_token``) locks it and refuses when ``revoked_at`` is
+    set, so no token issued during a reuse race survives. Times are Unix seconds.
+    """
+
+    __tablename__ = "token_families"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class Token(db.Model):  # type: ignore[name-defined,misc]
     """One row per token response: the access token's ``jti`` and, if any, the refresh token.
 
     ``family_id`` ties together every token descending from one authorization (code or
-    first refresh), so a replayed code or a reused refresh token can revoke them all.
+    first refresh), so a replayed code or a reused refresh token can revoke them all; it
+    names the :class:`TokenFamily` row those revocations lock.
     """
 
     __tablename__ = "tokens"
@@ -223,7 +263,11 @@ class Token(db.Model):  # type: ignore[name-defined,misc]
     refresh_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     refresh_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    family_id: Mapped[str] = mapped_column(String(36), nullable=False, default=new_id)
+    family_id: Mapped[str] = mapped_column(
+        String(36),
+        ForeignKey("token_families.id", ondelete="CASCADE", name="fk_tokens_family"),
+        nullable=False,
+    )
     code_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     # Authlib's TokenMixin / refresh-grant interface
@@ -246,3 +290,53 @@ class Token(db.Model):  # type: ignore[name-defined,misc]
 
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
+
+
+class LoginSession(db.Model):  # type: ignore[name-defined,misc]
+    """A browser's sign-in, kept on the server (auth_server/sessions.py holds the rules).
+
+    The session cookie carries only a random id; the row keeps its SHA-256, so a copy of
+    the table signs nobody in. Ending the row (logout, password change, disabling the user,
+    "sign out everywhere") signs out every copy of the cookie. Times are Unix seconds.
+    """
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (Index("ix_login_sessions_user", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_seen_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # logout, signed_out_everywhere, password_changed, disabled, replaced
+    end_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class Revocation(db.Model):  # type: ignore[name-defined,misc]
+    """One entry of the revocation feed (auth_server/revocations.py holds the rules).
+
+    ``id`` is the feed's cursor: never reused (AUTOINCREMENT on SQLite, a sequence on
+    PostgreSQL), so a resource server that has read up to N never misses a later entry.
+    ``kind`` is ``jti``, ``grant``, ``sub`` or ``client``; ``issued_before`` bounds the last
+    two (tokens with an earlier ``iat``). ``expires_at``: when every token the entry covers
+    has expired, and the entry no longer matters. Times are Unix seconds.
+    """
+
+    __tablename__ = "revocations"
+    __table_args__ = (
+        Index("ix_revocations_kind_value", "kind", "value"),
+        Index("ix_revocations_expires_at", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    value: Mapped[str] = mapped_column(String(128), nullable=False)
+    issued_before: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -13,19 +13,35 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
+    InvalidScopeError,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from . import revocations
 from .extensions import authorization, db
 from .metrics import TOKENS_ISSUED
-from .models import AuthorizationCode, Client, Token, User, new_id, sha256_hex
+from .models import (
+    AuthorizationCode,
+    Client,
+    Token,
+    TokenFamily,
+    User,
+    active_user,
+    sha256_hex,
+)
 from .oauth_errors import AuthorizationServer
-from .rules import CLIENT_AUTH_METHODS, SECRET_AUTH_METHODS
-from .tokens import generate_access_token, read_own_token, unverified_claims
+from .rules import (
+    CLIENT_AUTH_METHODS,
+    INTROSPECT_SCOPE,
+    SECRET_AUTH_METHODS,
+    role_scopes,
+    scope_for_role,
+)
+from .tokens import continue_grant, generate_access_token, read_own_token, unverified_claims
 
 log = logging.getLogger("clickcall.auth")
 
@@ -41,20 +57,129 @@ def query_client(client_id: str) -> Client | None:
 
 
 def revoke_family(family_id: str) -> None:
+    """Revoke a grant: the family itself, then every token in it (the caller's transaction).
+
+    The family row is marked (and so locked) first, and its tokens are revoked by a later
+    statement: a token that :func:`save_token` committed into the family before the lock was
+    released is seen and revoked (each statement sees what committed before it began, on
+    PostgreSQL's READ COMMITTED; SQLite runs one write transaction at a time), and one not
+    yet saved is refused by :func:`save_token`, which checks the mark under the same lock.
+    """
+    now = int(time.time())
+    db.session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.id == family_id)
+        .values(revoked_at=func.coalesce(TokenFamily.revoked_at, now))
+    )
     db.session.execute(
         update(Token)
         .where(Token.family_id == family_id, Token.revoked_at.is_(None))
-        .values(revoked_at=int(time.time()))
+        .values(revoked_at=now)
     )
+    revocations.record("grant", family_id)  # the call API stops its access tokens
+
+
+def revoke_grants(*conditions: Any) -> list[str]:
+    """Revoke, each through :func:`revoke_family` (so under its lock, and published in the
+    revocation feed), every live grant with a token matching ``conditions``; in a fixed
+    order, so two revocations never deadlock. Returns the grants' ids."""
+    families = list(
+        db.session.scalars(
+            select(Token.family_id)
+            .where(Token.revoked_at.is_(None), *conditions)
+            .group_by(Token.family_id)
+            .order_by(Token.family_id)
+        )
+    )
+    for family_id in families:
+        revoke_family(family_id)
+    return families
+
+
+def revoke_code_tokens(code_id: int) -> bool:
+    """Revoke what an authorization code produced (the caller's transaction): mark the code
+    (so a redemption still in flight is refused by :func:`save_token`, which checks the mark
+    under the same row lock), then revoke the family of every token issued from it, their
+    refreshes included. Says whether any token had been issued from the code.
+    """
+    now = int(time.time())
+    db.session.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.id == code_id)
+        .values(revoked_at=func.coalesce(AuthorizationCode.revoked_at, now))
+    )
+    families = sorted(
+        set(db.session.scalars(select(Token.family_id).where(Token.code_id == code_id)))
+    )
+    for family_id in families:
+        revoke_family(family_id)
+    return bool(families)
+
+
+def _lock_revoked_at(column: Any, key_column: Any, key: Any) -> tuple[bool, int | None]:
+    """Lock one row (``SELECT … FOR UPDATE``) and read its ``revoked_at``.
+
+    Returns (found, revoked_at), read after the lock is held: the latest committed value.
+    """
+    found = db.session.execute(select(column).where(key_column == key).with_for_update())
+    row = found.one_or_none()
+    return (row is not None, None if row is None else row[0])
+
+
+def _refuse_issue(description: str) -> InvalidGrantError:
+    db.session.rollback()  # nothing written; the row lock is released
+    log.warning("token issue refused: its grant was revoked during the request")
+    return InvalidGrantError(description)
 
 
 def save_token(token: dict[str, Any], request: Any) -> None:
-    """Record every issued token: its ``jti``, and the refresh token's hash if any."""
+    """Record every issued token: its ``jti``, and the refresh token's hash if any.
+
+    Reuse detection stays consistent under concurrency: a refresh adds its token to the
+    family only after locking the family row and finding it not revoked, and a code's first
+    token is saved only after locking the code row and finding it not revoked; otherwise
+    the request is refused with ``invalid_grant`` and nothing is saved. Revocation takes
+    the same locks (:func:`revoke_family`, :func:`revoke_code_tokens`), so whatever the
+    interleaving, no token issued while its grant was being revoked survives.
+    """
     claims = unverified_claims(token["access_token"])
     code = getattr(request, "authorization_code", None)
     previous = getattr(request, "refresh_token", None)
     refresh = token.get("refresh_token")
     grant_type = request.payload.grant_type or "implicit"
+    if isinstance(previous, Token):
+        found, revoked_at = _lock_revoked_at(
+            TokenFamily.revoked_at, TokenFamily.id, claims["grant_id"]
+        )
+        if not found or revoked_at is not None:
+            raise _refuse_issue(
+                "The refresh token was used again, or revoked, while this request was being "
+                "served; every token of this grant is revoked."
+            )
+    else:
+        if isinstance(code, AuthorizationCode):
+            found, revoked_at = _lock_revoked_at(
+                AuthorizationCode.revoked_at, AuthorizationCode.id, code.id
+            )
+            if not found:  # deleted meanwhile: the user disabled, the consent withdrawn
+                raise _refuse_issue(
+                    "The authorization code was withdrawn while it was being redeemed; start "
+                    "a new authorization request."
+                )
+            if revoked_at is not None:
+                raise _refuse_issue(
+                    "The authorization code was used twice at once; a code can be redeemed "
+                    "only once, and the tokens issued from it are revoked."
+                )
+        db.session.add(
+            TokenFamily(
+                id=claims["grant_id"],
+                client_id=request.client.client_id,
+                user_id=request.user.id if request.user is not None else None,
+                created_at=claims["iat"],
+            )
+        )
+        db.session.flush()  # the family before its first token (foreign key)
     row = Token(
         jti=claims["jti"],
         client_id=request.client.client_id,
@@ -67,7 +192,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
         refresh_expires_at=(
             claims["iat"] + current_app.config["REFRESH_TOKEN_TTL"] if refresh else None
         ),
-        family_id=previous.family_id if isinstance(previous, Token) else new_id(),
+        family_id=claims["grant_id"],  # the refresh token's family when refreshing
         code_id=code.id if isinstance(code, AuthorizationCode) else None,
     )
     db.session.add(row)
@@ -95,7 +220,58 @@ class S256CodeChallenge(CodeChallenge):
             )
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+def role_refusal(scope: str | None, role: str) -> str:
+    """Why a user with ``role`` can be granted none of ``scope`` (an error description)."""
+    allowed = role_scopes(role)
+    names = " ".join((scope or "").split()) or "none"
+    can = f"it allows {' and '.join(allowed)}" if allowed else "it allows no scope"
+    return (
+        f"The signed-in user's role ({role}) allows none of the requested scopes ({names}); {can}."
+    )
+
+
+class RoleScoped:
+    """A user is granted only the scopes their role allows (``rules.ROLE_SCOPES``).
+
+    For the browser grants and the refreshes of what they issued: the authorization
+    request's scope is narrowed once the user is known (the consent page and the remembered
+    consent see the narrowed scope, the code stores it, the implicit token carries it), and
+    every token minted for a user is narrowed again, so a user whose role was lowered never
+    gets back what the new role does not allow. Nothing left is ``invalid_scope``.
+    RFC 6749 §3.3 lets the server issue less than asked; the response's ``scope`` says what.
+    """
+
+    request: Any
+    ERROR_IN_FRAGMENT = False
+
+    def limit_scope_to_role(self, user: User, redirect_uri: str | None) -> None:
+        """Narrow the authorization request's scope to ``user``'s role, or raise."""
+        allowed = scope_for_role(self.request.scope, user.role)
+        if not allowed:
+            raise InvalidScopeError(
+                role_refusal(self.request.scope, user.role),
+                state=self.request.payload.state,
+                redirect_uri=redirect_uri,
+                redirect_fragment=self.ERROR_IN_FRAGMENT,
+            )
+        self.request.scope = allowed
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> Any:
+        # Authlib validates the request again here, which resets request.scope.
+        if isinstance(grant_user, User):
+            self.limit_scope_to_role(grant_user, redirect_uri)
+        return super().create_authorization_response(redirect_uri, grant_user)  # type: ignore[misc]
+
+    def generate_token(self, user: Any = None, scope: str | None = None, **kwargs: Any) -> Any:
+        if isinstance(user, User):
+            allowed = scope_for_role(scope, user.role)
+            if not allowed:
+                raise InvalidScopeError(role_refusal(scope, user.role))
+            scope = allowed
+        return super().generate_token(user=user, scope=scope, **kwargs)  # type: ignore[misc]
+
+
+class AuthorizationCodeGrant(RoleScoped, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
 
     def save_authorization_code(self, code: str, request: Any) -> None:
@@ -148,14 +324,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     @staticmethod
     def _replayed(row: AuthorizationCode) -> InvalidGrantError:
         """A second use: revoke what the first one got, and say whether there was any."""
-        db.session.execute(
-            update(Token)
-            .where(Token.code_id == row.id, Token.revoked_at.is_(None))
-            .values(revoked_at=int(time.time()))
-        )
-        issued = db.session.scalar(select(Token.id).where(Token.code_id == row.id).limit(1))
+        issued = revoke_code_tokens(row.id)  # and at the call API (revoke_family records)
         db.session.commit()
-        if issued is None:
+        if not issued:
             return InvalidGrantError(
                 "The authorization code was already used; a code can be redeemed only once, "
                 "start a new authorization request."
@@ -169,11 +340,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing to do: the code was marked used when it was claimed."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
-        return db.session.get(User, authorization_code.user_id)
+        return active_user(authorization_code.user_id)
 
 
-class ImplicitGrant(grants.ImplicitGrant):
+class ImplicitGrant(RoleScoped, grants.ImplicitGrant):
     """Tokens in the fragment, only for clients registered with ``response_type=token``."""
+
+    ERROR_IN_FRAGMENT = True
 
     def authenticate_token_endpoint_client(self) -> Client:
         # The authorization endpoint never sees a secret: identify the client by its id.
@@ -187,7 +360,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):
+class RefreshTokenGrant(RoleScoped, grants.RefreshTokenGrant):
     """Rotating refresh tokens; reuse of a rotated one revokes the family (RFC 9700 §4.14)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
@@ -215,7 +388,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             .values(refresh_used_at=int(time.time()))
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            revoke_family(row.family_id)
+            family_id = row.family_id
+            # PostgreSQL leaves a row that the claim waited for locked even though it no
+            # longer matched; revoke_family locks the family before its tokens, so start
+            # afresh (else two reuses deadlock: each holds what the other waits for).
+            db.session.rollback()
+            revoke_family(family_id)
             db.session.commit()
             log.warning("refresh token reused; token family revoked")
             raise InvalidGrantError(
@@ -225,12 +403,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return row
 
     def authenticate_user(self, refresh_token: Token) -> User | None:
-        if refresh_token.user_id is None:
-            return None
-        return db.session.get(User, refresh_token.user_id)
+        return active_user(refresh_token.user_id)
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """Nothing to do: the refresh token was marked used when it was claimed."""
+
+    def issue_token(self, user: User | None, refresh_token: Token) -> dict[str, Any]:
+        continue_grant(refresh_token.family_id)  # the new tokens stay in the same grant
+        return super().issue_token(user, refresh_token)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -291,6 +471,7 @@ class Revocation(RevocationEndpoint):
             revoke_family(token.row.family_id)
         elif token.row.revoked_at is None:
             token.row.revoked_at = int(time.time())
+            revocations.record("jti", token.row.jti, expires_at=token.row.expires_at)
         db.session.commit()
 
 
@@ -301,8 +482,9 @@ class Introspection(IntrospectionEndpoint):
         return find_token(token_string, token_type_hint)
 
     def check_permission(self, token: TokenRef, client: Client, request: Any) -> bool:
-        """A client may introspect its own tokens; an ``admin`` client any token."""
-        return token.check_client(client) or "admin" in client.scope.split()
+        """A client may introspect its own tokens; a client registered with the
+        ``introspect`` scope any token (``admin`` alone is no such right)."""
+        return token.check_client(client) or INTROSPECT_SCOPE in client.scope.split()
 
     def introspect_token(self, token: TokenRef) -> dict[str, Any]:
         row = token.row

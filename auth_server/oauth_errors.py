@@ -34,6 +34,8 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from flask import request as http
 
+from .rules import PERSON_SCOPES
+
 MISSING_GRANT_TYPE = "Missing 'grant_type' parameter."
 
 # Authlib's wording → ours. Keys are Authlib 1.x messages, verbatim.
@@ -49,7 +51,7 @@ REWRITES = {
         "The redirect_uri does not match the one sent in the authorization request."
     ),
     "There is no 'user' for this code.": (
-        "The user who approved this authorization code no longer exists."
+        "The user who approved this authorization code no longer exists or is disabled."
     ),
     # PKCE (RFC 7636)
     "Missing 'code_verifier'": (
@@ -74,7 +76,7 @@ REWRITES = {
         "The 'refresh_token' parameter is required with grant_type=refresh_token."
     ),
     "There is no 'user' for this token.": (
-        "The user this refresh token was issued to no longer exists."
+        "The user this refresh token was issued to no longer exists or is disabled."
     ),
     # authorization endpoint
     "Missing 'redirect_uri' in request.": (
@@ -123,6 +125,38 @@ def as_sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
+def repeated_parameter(values: Any) -> str | None:
+    """The first parameter sent more than once (query and body together), or ``None``.
+
+    RFC 6749 §3.1 and §3.2: request parameters MUST NOT be included more than once. Authlib
+    checks five of them at the authorization endpoint and none at the token endpoint, where
+    it reads the first of two ``grant_type``s, ``code``s or ``scope``s.
+    """
+    for name in values:
+        if len(values.getlist(name)) > 1:
+            return str(name)
+    return None
+
+
+def repeated_parameter_refusal(name: str) -> str:
+    shown = echo(name)
+    what = f"The parameter {shown} was" if shown else "A parameter was"
+    return f"{what} sent more than once; send each parameter once."
+
+
+def person_scope_refusal(
+    grant_type: str, client: Any, refused: list[str], asked: str | None
+) -> str:
+    names = one_of([f"'{s}'" for s in refused], "and")
+    text = f"The scope {names} acts for a person, and a {grant_type} token has no user"
+    if not asked:
+        text += f"; this client asked for no scope and is registered for {names}"
+    others = [s for s in str(client.scope or "").split() if s not in PERSON_SCOPES]
+    if others:
+        return f"{text}: ask for {one_of(others)}."
+    return f"{text}: get it through authorization_code, where a person signs in."
+
+
 def _sent_credentials() -> tuple[str | None, str | None]:
     """``(client_id, client_secret)`` as sent: HTTP Basic first (as Authlib tries it), else
     the form. ``ValueError`` for an ``Authorization: Basic`` header that is not valid."""
@@ -143,6 +177,31 @@ class AuthorizationServer(FlaskAuthorizationServer):
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
         self.describe(request, error)
         return super().handle_error_response(request, error)
+
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        """Authlib's validation of an authorization request, refusing any repeated parameter
+        first (``invalid_request``, without a redirect: which ``redirect_uri`` or ``state``
+        would be the real one?)."""
+        name = repeated_parameter(http.values)
+        if name is not None:
+            raise InvalidRequestError(repeated_parameter_refusal(name))
+        return super().get_consent_grant(request, end_user=end_user)
+
+    def generate_token(
+        self, grant_type: str, client: Any, user: Any = None, scope: str | None = None, **kw: Any
+    ) -> Any:
+        """Every token, for every grant; one without a user never carries a person's scope.
+
+        ``call`` places calls for the signed-in person: a ``client_credentials`` token acts
+        for nobody, so asking for ``call`` there (or asking for nothing, from a client
+        registered for it) is ``invalid_scope``, before anything is issued.
+        """
+        if user is None:
+            granted = (client.get_allowed_scope(scope) or "").split()
+            refused = [s for s in PERSON_SCOPES if s in granted]
+            if refused:
+                raise InvalidScopeError(person_scope_refusal(grant_type, client, refused, scope))
+        return super().generate_token(grant_type, client, user=user, scope=scope, **kw)
 
     def token_grant_types(self) -> list[str]:
         return [grant.GRANT_TYPE for grant, _ in self._token_grants]
@@ -181,7 +240,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
             found = re.search(r"'((?:grant|response)_type)=(\w+)'", original)
             if found:
                 return f"This client is not registered for {found[1]}={found[2]}."
-        if isinstance(error, InvalidScopeError):
+        if isinstance(error, InvalidScopeError) and original == InvalidScopeError.description:
+            # Authlib's bare invalid_scope; ours (the user's role) come described already.
             return self._scope_refused(request)
         if isinstance(error, UnsupportedTokenTypeError):
             return GENERIC["unsupported_token_type"]

@@ -1,9 +1,10 @@
-"""What this server supports, and the redirect-URI rules: the one home of each.
+"""What this server supports, the user roles and their scopes, and the redirect-URI rules:
+the one home of each.
 
 Client registration (``clients.py``: create and update, CLI and service), the client model's
-check at authorization time (``models.Client.check_redirect_uri``) and the Authlib wiring
-(``oauth2.py``) all read these; nothing else lists grant types, scopes, client
-authentication methods or loopback hosts.
+check at authorization time (``models.Client.check_redirect_uri``), the accounts
+(``accounts.py``) and the Authlib wiring (``oauth2.py``) all read these; nothing else lists
+grant types, scopes, roles, client authentication methods or loopback hosts.
 """
 
 from __future__ import annotations
@@ -17,9 +18,48 @@ from shared.errors import InvalidRequest
 
 GRANT_TYPES = ("authorization_code", "implicit", "refresh_token", "client_credentials")
 DEFAULT_GRANT_TYPES = ("authorization_code",)
+# The grants through which a person signs in and the client acts on their behalf.
+BROWSER_GRANT_TYPES = ("authorization_code", "implicit")
 RESPONSE_TYPES = ("code", "token")
-SCOPES = ("call", "admin")
+# ``call``: a person's own calls; ``admin``: every user's calls (the call API's admin
+# interface); ``introspect``: the client may introspect any token (RFC 7662), not only its
+# own. ``introspect`` is a right of the client, checked against its registration, so no
+# person is ever granted it.
+SCOPES = ("call", "admin", "introspect")
+# Scopes that act for a person (their calls): never in a token issued without a user.
+PERSON_SCOPES = ("call",)
 DEFAULT_SCOPE = "call"
+# A client that mixes this scope with a browser grant must be registered with an explicit
+# flag (``--allow-admin-for-users``); only users with the ``admin`` role get it through one.
+ADMIN_SCOPE = "admin"
+INTROSPECT_SCOPE = "introspect"
+
+# --- what a person may be granted ------------------------------------------------------
+
+ROLES = ("user", "admin")
+DEFAULT_ROLE = "user"
+# Through the browser flows (and their refreshes) a user gets at most these scopes.
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "user": ("call",),
+    "admin": ("call", "admin"),
+}
+
+
+def role_scopes(role: str | None) -> tuple[str, ...]:
+    """The scopes a user with ``role`` may be granted (none for an unknown role)."""
+    return ROLE_SCOPES.get(role or "", ())
+
+
+def scope_for_role(scope: str | None, role: str | None) -> str:
+    """``scope`` without the scopes ``role`` may not be granted, order kept ("" if none)."""
+    allowed = role_scopes(role)
+    return " ".join(s for s in dict.fromkeys((scope or "").split()) if s in allowed)
+
+
+def mixes_admin_with_browser(grant_types: Iterable[str], scopes: Iterable[str]) -> bool:
+    """A client that may ask for ``admin`` through a flow where a person signs in."""
+    return ADMIN_SCOPE in set(scopes) and bool(set(grant_types) & set(BROWSER_GRANT_TYPES))
+
 
 # --- client authentication at the token, revocation and introspection endpoints --------
 

@@ -11,9 +11,13 @@ import time
 from typing import Any
 
 import jwt
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 from .keyring import KeyRing
+from .models import new_id
+
+# Where a request keeps the grant (token family) of the tokens it issues.
+_GRANT_ID = "clickcall.grant_id"
 
 
 def keyring() -> KeyRing:
@@ -26,8 +30,27 @@ def access_token_lifetime(grant_type: str) -> int:
     return int(table.get(grant_type, current_app.config["ACCESS_TOKEN_TTL"]))
 
 
+def current_grant_id() -> str:
+    """The grant of the tokens this request issues: the ``grant_id`` claim, stored as the
+    token rows' ``family_id`` and named by the revocation feed's ``grant`` entries.
+
+    A new one per request (a code redemption, an implicit authorization, client
+    credentials), unless the request continues a grant (:func:`continue_grant`).
+    """
+    if not has_request_context():
+        return new_id()
+    grant_id: str = request.environ.setdefault(_GRANT_ID, new_id())
+    return grant_id
+
+
+def continue_grant(grant_id: str) -> None:
+    """The tokens this request issues belong to ``grant_id`` (a refresh: its family)."""
+    if has_request_context():
+        request.environ.update({_GRANT_ID: grant_id})
+
+
 def generate_access_token(client: Any, grant_type: str, user: Any, scope: str) -> str:
-    """The Authlib access-token generator: a signed ``at+jwt``."""
+    """The Authlib access-token generator: a signed ``at+jwt``, naming its grant."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": current_app.config["AUTH_ISSUER"],
@@ -38,6 +61,7 @@ def generate_access_token(client: Any, grant_type: str, user: Any, scope: str) -
         "iat": now,
         "exp": now + access_token_lifetime(grant_type),
         "jti": secrets.token_urlsafe(18),
+        "grant_id": current_grant_id(),
     }
     if user is not None:
         claims["username"] = user.username

@@ -69,6 +69,7 @@ def main() -> int:
                 "iat": now,
                 "exp": now + 3600,
                 "jti": "ab",
+                "username": "ab-user",  # a person's token: /rest/call refuses client tokens
             },
             key.private_key,
             algorithm="RS256",

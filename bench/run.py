@@ -827,6 +827,8 @@ def call_env(ctx: Context, jwks_base: str) -> dict[str, str]:
         "AUTH_ISSUER": seeding.ISSUER,
         "CALL_AUDIENCE": seeding.AUDIENCE,
         "CALL_JWKS_URL": jwks_base + "/.well-known/jwks.json",
+        # The revocation feed, polled as in production (its cost is in every number).
+        "CALL_REVOCATION_URL": jwks_base + "/oauth/revocations",
         "CALL_MAX_ONGOING_DEFAULT": str(CALL_LIMIT),
     }
 

@@ -15,6 +15,7 @@ from .config import finalise, load_config
 from .extensions import db, migrate
 from .metrics import METRICS
 from .render import render_error
+from .revocations import feed_from_config
 
 MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
@@ -24,6 +25,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = build_app(__name__, load_config, finalise, config)
     init_database(app, db, migrate, MIGRATIONS)
     app.extensions["clickcall_keys"] = key_source_from_config(app.config)  # type: ignore[arg-type]
+    # Polled by a thread each worker starts on its first request (after gunicorn forks).
+    app.extensions["clickcall_revocations"] = feed_from_config(app.config)
 
     from .views import admin, meta, rest
 

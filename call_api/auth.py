@@ -28,8 +28,9 @@ from flask import request as current_request
 from shared.errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken
 from shared.keys import PublicKey, parse_jwks
 
-from .metrics import JWKS_REFRESHES
+from .metrics import JWKS_REFRESHES, REVOKED_TOKENS_REFUSED
 from .render import wants_xml
+from .revocations import RevocationFeed
 
 log = logging.getLogger("clickcall.call_api")
 
@@ -243,9 +244,38 @@ def verify_token(
     return claims
 
 
+# Scopes that act for a person (their own calls): a token issued to a client alone
+# (client_credentials) is refused for them whatever its scope says. The auth server never
+# issues such a token with ``call``; this is the second line.
+PERSON_SCOPES = frozenset({"call"})
+
+
+def is_person_token(claims: dict[str, Any]) -> bool:
+    """Issued for a signed-in person: it names the user (``username``), and its subject is
+    the user's id rather than the client's own (as in a client_credentials token)."""
+    return isinstance(claims.get("username"), str) and claims["sub"] != claims["client_id"]
+
+
+def refuse_revoked(claims: dict[str, Any]) -> None:
+    """401 ``invalid_token`` for a token the auth server revoked (its revocation feed, as
+    this process last read it: a lookup, no network; see call_api/revocations.py)."""
+    feed: RevocationFeed = current_app.extensions["clickcall_revocations"]
+    if feed.is_revoked(claims):
+        REVOKED_TOKENS_REFUSED.inc()
+        raise invalid_token("The access token has been revoked.")
+
+
 def require_scope(claims: dict[str, Any], scope: str) -> None:
     if scope not in str(claims.get("scope", "")).split():
         description = f"This endpoint needs the '{scope}' scope."
+        raise InsufficientScope(
+            description, headers=_challenge("insufficient_scope", description, scope)
+        )
+    if scope in PERSON_SCOPES and not is_person_token(claims):
+        description = (
+            f"The '{scope}' scope acts for a person, and this token was issued to a client "
+            "alone (client_credentials), for no user; calls belong to people."
+        )
         raise InsufficientScope(
             description, headers=_challenge("insufficient_scope", description, scope)
         )
@@ -258,7 +288,7 @@ Result = TypeVar("Result")
 def require_token(scope: str) -> Callable[[Callable[View, Result]], Callable[View, Result]]:
     """Guard a view: the request must carry a valid access token with ``scope``.
 
-    Missing or bad token: 401 with an RFC 6750 ``WWW-Authenticate`` challenge; valid but
+    Missing, bad or revoked token: 401 with an RFC 6750 ``WWW-Authenticate`` challenge; valid but
     without the scope: 403 ``insufficient_scope``. The claims are on ``flask.g`` (read them
     with ``current_claims()``). An unacceptable ``?format=`` or ``Accept`` is then refused
     (406) before the view runs, so a request that cannot be answered changes nothing.
@@ -271,6 +301,7 @@ def require_token(scope: str) -> Callable[[Callable[View, Result]], Callable[Vie
             token = extract_token(current_request, config["CALL_ALLOW_QUERY_TOKEN"])
             claims = verify_token(token, current_app.extensions["clickcall_keys"], config)
             g.claims = claims  # for the view and the request log; never the token itself
+            refuse_revoked(claims)
             require_scope(claims, scope)
             wants_xml()
             return view(*args, **kwargs)

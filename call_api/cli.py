@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from shared.cli import UsageProblem, add_common_commands, document_flask_options, version_option
-from shared.errors import ClickCallError
+from shared.cli import (
+    UsageProblem,
+    add_common_commands,
+    document_flask_options,
+    service_errors,
+    version_option,
+)
 
 from . import calls, create_app
 from .config import load_config
 from .schema import upgrade
+from .views.params import parse_integer
 
 
 def _create_app() -> object:
@@ -46,8 +51,9 @@ class Limit(click.ParamType):
             return value
         text = str(value).strip()
         label = (param.human_readable_name if param is not None else "N").upper()
-        if re.fullmatch(r"-?[0-9]+", text) and 0 <= int(text) <= calls.MAX_LIMIT:
-            return int(text)
+        number = parse_integer(text)  # never int() on thousands of digits
+        if number is not None and 0 <= number <= calls.MAX_LIMIT:
+            return number
         raise UsageProblem(
             f"Invalid value for '{label}': {label} must be an integer between 0 and "
             f"{calls.MAX_LIMIT}, got {text!r}."
@@ -82,10 +88,8 @@ def limits() -> None:
 @with_appcontext
 def limits_set(subject: str, n: int) -> None:
     """Set SUBJECT's ongoing-call limit to N."""
-    try:
+    with service_errors():
         calls.set_limit(subject, n)
-    except ClickCallError as exc:
-        raise click.ClickException(exc.description) from exc
     click.echo(json.dumps({"subject": subject, "max_ongoing": n}))
 
 
@@ -108,10 +112,8 @@ def limits_show(subject: str) -> None:
 @with_appcontext
 def limits_reset(subject: str) -> None:
     """Give SUBJECT the default limit (CALL_MAX_ONGOING_DEFAULT) again; prints it as `show`."""
-    try:
+    with service_errors():
         calls.set_limit(subject, None)
-    except ClickCallError as exc:
-        raise click.ClickException(exc.description) from exc
     _show(subject)
 
 

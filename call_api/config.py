@@ -45,6 +45,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CALL_JWKS_CACHE_TTL": env_int("CALL_JWKS_CACHE_TTL", 300, env),
         "CALL_JWKS_MIN_REFRESH_INTERVAL": env_int("CALL_JWKS_MIN_REFRESH_INTERVAL", 10, env),
         "CALL_JWKS_TIMEOUT": env_int("CALL_JWKS_TIMEOUT", 3, env),
+        # The auth server's revocation feed (call_api/revocations.py); interval 0: off.
+        "CALL_REVOCATION_URL": env_str("CALL_REVOCATION_URL", f"{issuer}/oauth/revocations", env),
+        "CALL_REVOCATION_POLL_INTERVAL": env_int("CALL_REVOCATION_POLL_INTERVAL", 2, env),
+        "CALL_REVOCATION_TIMEOUT": env_int("CALL_REVOCATION_TIMEOUT", 2, env),
         "CALL_MAX_ONGOING_DEFAULT": env_int("CALL_MAX_ONGOING_DEFAULT", 2, env),
         "CALL_MAX_DURATION": env_int("CALL_MAX_DURATION", 14400, env),
         "CALL_DEFAULT_REGION": env_str("CALL_DEFAULT_REGION", "", env) or None,
@@ -53,6 +57,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 16 * 1024, env),
         "JSON_SORT_KEYS": False,
         "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
+        # When set, GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>" (shared/metrics.py).
+        "METRICS_TOKEN": env_str("METRICS_TOKEN", "", env),
     }
 
 
@@ -67,6 +73,10 @@ def finalise(cfg: dict[str, Any]) -> None:
         raise ConfigError("CALL_MAX_ONGOING_DEFAULT must be 0 or more")
     if cfg["CALL_MAX_DURATION"] <= 0:
         raise ConfigError("CALL_MAX_DURATION must be positive")
+    if cfg["CALL_REVOCATION_POLL_INTERVAL"] < 0:
+        raise ConfigError("CALL_REVOCATION_POLL_INTERVAL must be 0 (off) or more")
+    if cfg["CALL_REVOCATION_TIMEOUT"] <= 0:
+        raise ConfigError("CALL_REVOCATION_TIMEOUT must be positive")
     if cfg["APP_ENV"] != "production":
         return
     backend = make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
@@ -82,6 +92,13 @@ def finalise(cfg: dict[str, Any]) -> None:
         not cfg["AUTH_ISSUER"].startswith("https://"),
         "the issuer must be an https:// URL",
     )
+    if cfg["CALL_REVOCATION_POLL_INTERVAL"]:
+        require_production_setting(
+            "CALL_REVOCATION_URL",
+            cfg["CALL_REVOCATION_URL"],
+            not cfg["CALL_REVOCATION_URL"].startswith("https://"),
+            "read the revocation feed over https:// (or set CALL_REVOCATION_POLL_INTERVAL=0)",
+        )
     if not cfg["CALL_PUBLIC_KEY_FILE"]:
         require_production_setting(
             "CALL_JWKS_URL",

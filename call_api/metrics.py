@@ -15,3 +15,12 @@ LIMIT_REFUSALS = METRICS.counter(
 JWKS_REFRESHES = METRICS.counter(
     "clickcall_jwks_refreshes_total", "JWKS fetches by the call API, by outcome.", ["outcome"]
 )
+REVOCATION_POLLS = METRICS.counter(
+    "clickcall_revocation_feed_polls_total",
+    "Polls of the auth server's revocation feed by the call API, by outcome.",
+    ["outcome"],
+)
+REVOKED_TOKENS_REFUSED = METRICS.counter(
+    "clickcall_revoked_tokens_refused_total",
+    "Requests refused because the auth server revoked their access token.",
+)

@@ -10,7 +10,7 @@ from typing import Any
 
 ERRORS = {
     "400": "Bad request: a parameter is missing or invalid (`invalid_request`, `invalid_number`).",
-    "401": "Missing, expired or invalid access token (RFC 6750 `WWW-Authenticate`).",
+    "401": "Missing, expired, revoked or invalid access token (RFC 6750 `WWW-Authenticate`).",
     "403": "The token lacks the needed scope (`insufficient_scope`).",
     "404": "No such call (or it belongs to someone else).",
     "406": "Neither JSON nor XML is acceptable to the client.",
@@ -446,6 +446,12 @@ def spec() -> dict[str, Any]:
                         "status": {"type": "string"},
                         "database": {"type": "string"},
                         "keys": {"type": "string"},
+                        "revocations": {
+                            "type": "object",
+                            "description": "/readyz: this worker's copy of the auth server's "
+                            "revocation feed: status (ok, stale, starting or disabled), "
+                            "seconds_since_update, cursor, entries, last_error.",
+                        },
                     },
                 },
             },

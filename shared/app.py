@@ -17,7 +17,7 @@ from .db import configure_engine, settle_database_options
 from .errors import DBConnectionError
 from .logs import configure_logging, install_request_logging
 from .metrics import ServiceMetrics, install_metrics_endpoint
-from .web import Renderer, install_proxy_fix, register_error_handlers
+from .web import Renderer, install_body_rules, install_proxy_fix, register_error_handlers
 
 
 def build_app(
@@ -29,6 +29,7 @@ def build_app(
     """A Flask app configured by defaults, then the environment, then ``overrides``."""
     load_dotenv_in_development()
     app = Flask(import_name)
+    install_body_rules(app)
     app.config.update(load_config(os.environ))
     if overrides:
         app.config.update(overrides)

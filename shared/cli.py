@@ -4,15 +4,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .errors import ClickCallError
 from .showconfig import masked
 
 VERSION_MESSAGE = "%(prog)s (ClickCall) %(version)s"
@@ -27,6 +29,16 @@ def version_option(prog_name: str) -> Callable[[Any], Any]:
         message=VERSION_MESSAGE,
         help="Print ClickCall's version and exit.",
     )
+
+
+@contextlib.contextmanager
+def service_errors() -> Iterator[None]:
+    """A rule refused the command (a ``ClickCallError``): its description as a one-line
+    ``Error: …``, exit status 1."""
+    try:
+        yield
+    except ClickCallError as exc:
+        raise click.ClickException(exc.description) from exc
 
 
 class UsageProblem(click.ClickException):

@@ -5,6 +5,9 @@ every service has, the process series, and the service's own counters. ``/metric
 exposes only that registry, so when both services share one process (``make run``) each
 still shows only its own series.
 
+``METRICS_TOKEN`` (both services) makes ``/metrics`` a bearer-token endpoint for the
+scraper; unset, it is open to whoever reaches the port.
+
 Under gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder
 (``deploy/gunicorn.conf.py`` does) so every worker's counts are aggregated; the folder's
 series are filtered to the service's own names and ``service`` label too.
@@ -12,10 +15,12 @@ series are filtered to the service's own names and ``service`` label too.
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 from collections.abc import Iterable, Sequence
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, jsonify, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -30,7 +35,12 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from .errors import ClickCallError, InvalidToken, MissingToken
+
 EXTENSION = "clickcall_metrics"
+METRICS_REALM = "metrics"
+
+log = logging.getLogger("clickcall")
 
 
 class ServiceMetrics:
@@ -93,12 +103,47 @@ class _OwnSeries(Collector):
 
 
 def install_metrics_endpoint(app: Flask, metrics: ServiceMetrics) -> None:
+    """``GET /metrics``; with ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <it>``.
+
+    Without the setting the endpoint is open, as before: keep it off the public proxy (a
+    production start says so in the log).
+    """
     app.extensions[EXTENSION] = metrics
+    token = str(app.config.get("METRICS_TOKEN") or "")
+    if not token and app.config.get("APP_ENV") == "production":
+        log.warning(
+            "METRICS_TOKEN is not set: /metrics answers anyone who reaches this port; "
+            "set it, or keep /metrics off the public proxy"
+        )
 
     @app.get("/metrics")
     def metrics_view() -> Response:
         """Prometheus exposition format."""
+        if token:
+            refusal = _metrics_refusal(token)
+            if refusal is not None:
+                return refusal
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _metrics_refusal(token: str) -> Response | None:
+    """401 unless the request carries ``Authorization: Bearer <token>`` (constant time)."""
+    scheme, _, sent = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        sent.strip().encode("utf-8"), token.encode("utf-8")
+    ):
+        return None
+    if scheme:
+        error: ClickCallError = InvalidToken("The metrics token is wrong.")
+        challenge = f'Bearer realm="{METRICS_REALM}", error="invalid_token"'
+    else:
+        error = MissingToken("The metrics need 'Authorization: Bearer <METRICS_TOKEN>'.")
+        challenge = f'Bearer realm="{METRICS_REALM}"'
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers["WWW-Authenticate"] = challenge
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def observe(endpoint: str, method: str, status: int, seconds: float) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN_KEY", "PRIVATE")
+SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN_KEY", "PRIVATE", "METRICS_TOKEN")
 
 
 def masked(config: dict[str, Any], keys: list[str]) -> str:

@@ -1,15 +1,23 @@
-"""HTTP plumbing shared by both services: turning errors into responses, security headers."""
+"""HTTP plumbing shared by both services: turning errors into responses, security headers,
+request bodies that are refused rather than cut short, and JSON that is refused rather than
+half-understood."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
+from typing import IO, Any, cast
 
-from flask import Flask, Response, current_app
+from flask import Flask, Request, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
 from .errors import (
     ClickCallError,
@@ -153,3 +161,159 @@ def install_proxy_fix(app: Flask) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
+
+
+# --- request bodies: refused over the limit, never truncated --------------------------------
+
+
+class _NoTruncation(LimitedStream):
+    """A body without ``Content-Length`` (``Transfer-Encoding: chunked``), read up to
+    ``MAX_CONTENT_LENGTH`` bytes; one byte more is a 413.
+
+    Werkzeug's own wrapper for such a body (``LimitedStream(..., is_max=True)``) stops
+    reading at the limit without looking further, so ``get_data()`` and form parsing get
+    the first ``MAX_CONTENT_LENGTH`` bytes of a longer body and the request is processed
+    on a silently truncated input. Here the limit is one byte past the maximum, and reading
+    that byte raises.
+    """
+
+    def __init__(self, stream: IO[bytes], maximum: int) -> None:
+        super().__init__(stream, maximum + 1, is_max=True)
+        self.maximum = maximum
+
+    def readinto(self, b: Any) -> int | None:
+        size = super().readinto(b)
+        if self.tell() > self.maximum:
+            raise RequestEntityTooLarge()
+        return size
+
+
+class BodyLimitRequest(Request):
+    """Flask's request, with ``MAX_CONTENT_LENGTH`` enforced on bodies of any framing.
+
+    A declared ``Content-Length`` over the limit is refused by Werkzeug before anything is
+    read. A chunked body (a server such as gunicorn sets ``wsgi.input_terminated``) has no
+    length to check up front: it is read through :class:`_NoTruncation`, a 413 as soon as it
+    passes the limit.
+    """
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        maximum = self.max_content_length
+        if (
+            maximum is not None
+            and self.content_length is None
+            and self.environ.get("wsgi.input_terminated")
+            and not self.shallow
+        ):
+            return cast(IO[bytes], _NoTruncation(self.environ["wsgi.input"], maximum))
+        return super().stream
+
+
+# --- JSON: what json.loads accepts but nothing here can use is a 400 ------------------------
+
+# No value either service takes is anywhere near this long; Python's int() gives up at 4,300
+# digits (a ValueError deep in a view), and a float this long is only noise.
+MAX_JSON_NUMBER_LENGTH = 100
+
+
+class UnacceptableJSON(ValueError):
+    """Well-formed JSON whose value cannot be used: the message says why (for the client)."""
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_NUMBER_LENGTH:
+        raise UnacceptableJSON(
+            f"The JSON body holds a number of more than {MAX_JSON_NUMBER_LENGTH} digits."
+        )
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_JSON_NUMBER_LENGTH:
+        raise UnacceptableJSON(
+            f"The JSON body holds a number of more than {MAX_JSON_NUMBER_LENGTH} characters."
+        )
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnacceptableJSON("The JSON body holds a number too large to represent.")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise UnacceptableJSON(f"The JSON body holds {name}, which is not a JSON number.")
+
+
+def _valid_unicode(text: str) -> bool:
+    """No lone surrogate (``"\\udc80"`` is valid JSON but not text: it cannot be encoded)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_strings(value: Any) -> None:
+    """Every key and string in ``value`` is valid Unicode (iteratively: any depth)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            strings: list[Any] = [item]
+        elif isinstance(item, dict):
+            strings = list(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+            continue
+        else:
+            continue
+        if not all(_valid_unicode(s) for s in strings):
+            raise UnacceptableJSON(
+                "The JSON body holds a string that is not valid Unicode (a lone surrogate "
+                "such as \\udc80); send UTF-8 text."
+            )
+
+
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads``, refusing with :class:`UnacceptableJSON` what it would let through but
+    no endpoint can use: lone surrogates (``\\udc80``, or their bytes, which ``json.loads``
+    decodes with ``surrogatepass``), numbers over ``MAX_JSON_NUMBER_LENGTH`` characters,
+    ``1e309`` (infinity) and the non-JSON ``NaN``/``Infinity``. Malformed JSON is the
+    usual ``ValueError`` (``RecursionError`` when nested too deep).
+    """
+    value = json.loads(
+        data, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+    )
+    _check_strings(value)
+    return value
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """The app's JSON: loading goes through :func:`parse_json`, so ``request.get_json()``
+    anywhere refuses the same JSON with a 400 (``json_object_body`` also says why)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return parse_json(s)
+
+
+def json_object_body() -> dict[str, Any]:
+    """The request body as a JSON object; ``InvalidRequest`` (400) otherwise, saying why when
+    the JSON is well-formed but unusable."""
+    try:
+        data = parse_json(request.get_data(cache=True))
+    except UnacceptableJSON as exc:
+        raise InvalidRequest(str(exc)) from None
+    except (ValueError, RecursionError):  # malformed; nested deeper than the decoder goes
+        data = None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return data
+
+
+def install_body_rules(app: Flask) -> None:
+    """Bodies over ``MAX_CONTENT_LENGTH`` are a 413 whatever their framing; JSON is strict."""
+    app.request_class = BodyLimitRequest
+    app.json = StrictJSONProvider(app)

@@ -95,17 +95,67 @@ UPDATE alembic_version SET version_num='2f6681e031c6' WHERE alembic_version.vers
 
 -- Running upgrade 2f6681e031c6 -> 3a10e5c0a1e1
 
+ALTER TABLE users ADD COLUMN role VARCHAR(20) DEFAULT 'user' NOT NULL;
+
 UPDATE alembic_version SET version_num='3a10e5c0a1e1' WHERE alembic_version.version_num = '2f6681e031c6';
 
 -- Running upgrade 3a10e5c0a1e1 -> 3b5e551015e2
+
+CREATE TABLE login_sessions (
+    id SERIAL NOT NULL, 
+    token_hash VARCHAR(64) NOT NULL, 
+    user_id VARCHAR(36) NOT NULL, 
+    created_at BIGINT NOT NULL, 
+    last_seen_at BIGINT NOT NULL, 
+    user_agent VARCHAR(255), 
+    ip VARCHAR(64), 
+    ended_at BIGINT, 
+    end_reason VARCHAR(40), 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE, 
+    UNIQUE (token_hash)
+);
+
+CREATE INDEX ix_login_sessions_user ON login_sessions (user_id);
 
 UPDATE alembic_version SET version_num='3b5e551015e2' WHERE alembic_version.version_num = '3a10e5c0a1e1';
 
 -- Running upgrade 3b5e551015e2 -> 3c0de4e91ace
 
+CREATE TABLE token_families (
+    id VARCHAR(36) NOT NULL, 
+    client_id VARCHAR(64) NOT NULL, 
+    user_id VARCHAR(36), 
+    created_at BIGINT NOT NULL, 
+    revoked_at BIGINT, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(client_id) REFERENCES clients (client_id) ON DELETE CASCADE, 
+    FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+INSERT INTO token_families (id, client_id, user_id, created_at, revoked_at) SELECT family_id, MIN(client_id), MIN(user_id), MIN(issued_at), CASE WHEN COUNT(revoked_at) = COUNT(*) THEN MAX(revoked_at) END FROM tokens GROUP BY family_id;
+
+ALTER TABLE authorization_codes ADD COLUMN revoked_at BIGINT;
+
+ALTER TABLE tokens ADD CONSTRAINT fk_tokens_family FOREIGN KEY(family_id) REFERENCES token_families (id) ON DELETE CASCADE;
+
 UPDATE alembic_version SET version_num='3c0de4e91ace' WHERE alembic_version.version_num = '3b5e551015e2';
 
 -- Running upgrade 3c0de4e91ace -> 3e40cf33d0e4
+
+CREATE TABLE revocations (
+    id SERIAL NOT NULL, 
+    kind VARCHAR(16) NOT NULL, 
+    value VARCHAR(128) NOT NULL, 
+    issued_before BIGINT, 
+    created_at BIGINT NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_revocations_expires_at ON revocations (expires_at);
+
+CREATE INDEX ix_revocations_kind_value ON revocations (kind, value);
 
 UPDATE alembic_version SET version_num='3e40cf33d0e4' WHERE alembic_version.version_num = '3c0de4e91ace';
 

@@ -18,14 +18,15 @@ NAME = r"([A-Z][A-Z0-9_]+)"
 # Every way the code reads a variable by its literal name.
 PYTHON_READS = [
     rf"env_(?:str|int|bool|list)\(\s*[\"']{NAME}[\"']",
-    rf"environ\.get\(\s*[\"']{NAME}[\"']",
-    rf"environ\[\s*[\"']{NAME}[\"']\s*\]",
-    rf"getenv\(\s*[\"']{NAME}[\"']",
+    rf"os\.environ\.get\(\s*[\"']{NAME}[\"']",
+    rf"os\.environ\[\s*[\"']{NAME}[\"']\s*\]",
+    rf"os\.getenv\(\s*[\"']{NAME}[\"']",
     rf"[\"']{NAME}[\"']\s+(?:not\s+)?in\s+os\.environ",
 ]
 # Reads whose name is not a literal would escape the scan above: only the helpers in
 # shared/config.py (which receive the literal from their callers) may do that.
-DYNAMIC_READ = re.compile(r"(environ\.get|getenv|environ\[)\(?\s*[a-z_]")
+# (``request.environ`` is the WSGI environ of a request, not the process environment.)
+DYNAMIC_READ = re.compile(r"os\.(environ\.get|getenv|environ\[)\(?\s*[a-z_]")
 
 
 def variables_read() -> set[str]:

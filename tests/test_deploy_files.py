@@ -360,6 +360,7 @@ def test_config_modules_accept_the_compose_environment(compose, tmp_path):
         **production,
         "AUTH_ISSUER": "https://auth.example.com",
         "CALL_JWKS_URL": "https://auth.example.com/.well-known/jwks.json",
+        "CALL_REVOCATION_URL": "https://auth.example.com/oauth/revocations",
     }
     auth_config.finalise(auth_config.load_config({**auth, **https}))
     call_config.finalise(call_config.load_config({**call, **https}))
@@ -384,6 +385,9 @@ def test_jwks_url_is_the_auth_service_inside_the_network(compose):
     assert jwks.port == auth_port
     assert jwks.path == "/.well-known/jwks.json"
     assert "CALL_PUBLIC_KEY_FILE" not in service_env(compose, "call")
+    # The revocation feed too (its default, $AUTH_ISSUER/…, is the host's address).
+    feed = urlsplit(service_env(compose, "call")["CALL_REVOCATION_URL"])
+    assert (feed.hostname, feed.port, feed.path) == ("auth", auth_port, "/oauth/revocations")
 
 
 def test_database_urls_match_the_init_script(compose):

@@ -29,7 +29,12 @@ def test_auth_readyz_names_the_signing_key(client, keys_dir):
 def test_call_api_readyz_with_pem_key(api):
     r = api.get("/readyz")
     assert r.status_code == 200
-    assert r.json == {"status": "ready", "database": "ok", "keys": "loaded"}
+    assert r.json == {
+        "status": "ready",
+        "database": "ok",
+        "keys": "loaded",
+        "revocations": {"status": "disabled"},  # tests/conftest.py: no feed in-process
+    }
 
 
 def test_call_api_readyz_is_503_when_jwks_unreachable(databases, call_app):

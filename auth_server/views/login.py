@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import InvalidCredentials, InvalidRequest
 
-from .. import accounts, flow
+from .. import accounts, devices, flow
 from ..consent import remember_consent
 from ..extensions import limiter
 
@@ -38,8 +38,25 @@ def _failed(response: Response) -> bool:
     return response.status_code == 401
 
 
+def _login_username() -> str:
+    return accounts.normalise_username(request.form.get("username") or "")[:200]
+
+
 def _username_key() -> str:
-    return "login-user:" + (request.form.get("username") or "").strip().lower()[:150]
+    return "login-user:" + _login_username()
+
+
+def _device_key() -> str:
+    return "login-device:" + (devices.known_device(_login_username()) or "")
+
+
+def _known_device() -> bool:
+    """This browser signed in as this username before (a valid device cookie for it)."""
+    return devices.known_device(_login_username()) is not None
+
+
+def _unknown_device() -> bool:
+    return not _known_device()
 
 
 def _page(template: str, status: int = 200, **context: object) -> Response:
@@ -47,13 +64,18 @@ def _page(template: str, status: int = 200, **context: object) -> Response:
     return response
 
 
-def _login_page(params: dict[str, str], client: object, error: str | None, status: int) -> Response:
+def _login_page(
+    params: dict[str, str],
+    client: object,
+    error: InvalidCredentials | None,
+    status: int,
+) -> Response:
     if flow.wants_json():
         body: dict[str, object] = {**params, "csrf_token": flow.csrf_token()}
         if client is not None:
             body["client_name"] = client.client_name  # type: ignore[attr-defined]
         if error:
-            body.update(error=InvalidCredentials.error, error_description=error)
+            body.update(error=error.error, error_description=error.description)
         response = jsonify(body)
         response.status_code = status
         return response
@@ -62,7 +84,7 @@ def _login_page(params: dict[str, str], client: object, error: str | None, statu
         status,
         params=params,
         client=client,
-        error=error,
+        error=error.description if error else None,
         username=request.form.get("username"),
         csrf_token=flow.csrf_token(),
     )
@@ -76,16 +98,32 @@ def login_form() -> BaseResponse:
 
 @bp.route("/auth/login", methods=["POST"], endpoint="login")
 @limiter.limit(
-    lambda: current_app.config["LOGIN_LIMIT_PER_IP"], deduct_when=_failed, scope="login-ip"
+    lambda: current_app.config["LOGIN_LIMIT_PER_IP"],
+    deduct_when=_failed,
+    exempt_when=_known_device,  # the owner behind a shared address (NAT) is not locked out
+    scope="login-ip",
 )
 @limiter.limit(
     lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
     key_func=_username_key,
     deduct_when=_failed,
+    exempt_when=_known_device,
     scope="login-user",
 )
+@limiter.limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_DEVICE"],
+    key_func=_device_key,
+    deduct_when=_failed,
+    exempt_when=_unknown_device,
+    scope="login-device",
+)
 def login_submit() -> BaseResponse:
-    """Check the password (the CSRF token is checked first), then continue the OAuth flow."""
+    """Check the password (the CSRF token is checked first), then continue the OAuth flow.
+
+    Failures are throttled per client address, and per username for unknown browsers or
+    per device for a browser holding this user's device cookie (devices.py): guessing from
+    anywhere cannot lock the owner's own browser out.
+    """
     return _login(request.form.get("username", ""))
 
 
@@ -102,8 +140,9 @@ def _login(username: str | None) -> BaseResponse:
         try:
             user = accounts.authenticate(username, request.form.get("password", ""))
         except InvalidCredentials as exc:
-            return _login_page(params, grant.client if grant else None, exc.description, 401)
+            return _login_page(params, grant.client if grant else None, exc, 401)
         flow.login_user(user)
+        devices.remember_device(user.username)
     if user is not None and grant is not None:
         return flow.proceed(grant, user, status=303)
     if user is not None and username is not None:
@@ -157,15 +196,23 @@ def grant() -> BaseResponse:
 
 @bp.route("/auth/logout", methods=["POST"])
 def logout() -> BaseResponse:
-    """End the login session (CSRF-checked when someone is signed in).
+    """End the login session (CSRF-checked when someone is signed in); ``everywhere=true``
+    ends every session of the user, in every browser.
 
     From the consent page ("Not you?") the OAuth parameters come along, and the browser goes
     back to the login form of the same authorization request.
     """
-    flow.logout_user()
+    everywhere = request.form.get("everywhere", "") == "true"
+    ended = flow.logout_user(everywhere=everywhere)
     params = flow.oauth_params()
     if params.get("client_id") and not flow.wants_json():
         return redirect(flow.with_query("login.login", params), 303)
     if flow.wants_json():
+        if everywhere:
+            return jsonify(status="signed_out", everywhere=True, sessions_ended=ended)
         return jsonify(status="signed_out")
+    if everywhere:
+        ended_text = f"{ended} session{'' if ended == 1 else 's'} ended"
+        message = f"You are signed out in every browser ({ended_text})."
+        return _page("message.html", title="Signed out", message=message)
     return _page("message.html", title="Signed out", message="You are signed out.")

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from shared.app import ping_database
 from shared.keys import jwks as jwks_document
 
-from .. import flow
+from .. import flow, revocations
 from ..extensions import db
 from ..rules import CLIENT_AUTH_METHODS, GRANT_TYPES, RESPONSE_TYPES, SCOPES, SECRET_AUTH_METHODS
 from ..tokens import keyring
@@ -35,6 +35,8 @@ def metadata() -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "introspection_endpoint_auth_methods_supported": list(SECRET_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
+        # Not an RFC 8414 name: ClickCall's revocation feed (auth_server/revocations.py).
+        "revocation_feed_endpoint": f"{issuer}/oauth/revocations",
     }
 
 
@@ -49,6 +51,33 @@ def authorization_server_metadata() -> Response:
 def jwks() -> Response:
     response = jsonify(jwks_document(keyring().keys()))
     response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# A cursor is a row id: at most 18 digits keeps it within PostgreSQL's bigint.
+CURSOR_DIGITS = 18
+
+
+@bp.get("/oauth/revocations")
+def revocation_feed() -> Response:
+    """The revocation feed after the cursor ``after`` (default 0), for resource servers.
+
+    Public: it names tokens and grants by their random ids, users only by a hash, and says
+    nothing a token holder could use. Cacheable for a second, so a shared cache in front can
+    absorb many pollers without delaying a revocation much.
+    """
+    after = request.args.get("after", "0")
+    if not (after.isascii() and after.isdigit() and len(after) <= CURSOR_DIGITS):
+        response = jsonify(
+            error="invalid_request",
+            error_description="The 'after' parameter must be a cursor: a whole number from 0 "
+            "(a previous answer's 'cursor').",
+        )
+        response.status_code = 400
+        return response
+    revocations.prune()
+    response = jsonify(revocations.feed(int(after)))
+    response.headers["Cache-Control"] = "public, max-age=1"
     return response
 
 

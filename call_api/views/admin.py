@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, request, url_for
 
 from shared.errors import InvalidRequest
@@ -11,7 +9,7 @@ from shared.errors import InvalidRequest
 from .. import calls
 from ..auth import require_token
 from ..render import respond
-from .params import body, int_arg
+from .params import body, int_arg, parse_integer
 from .rest import policy
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -77,9 +75,11 @@ def user_limit(sub: str) -> Response:
     if "max_ongoing" not in data:
         raise InvalidRequest("The 'max_ongoing' parameter is required.")
     raw = data["max_ongoing"]
-    # ASCII digits only: str.isdigit() also accepts "²", "--5", on which int() fails (a 500).
-    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw.strip()):
-        raw = int(raw)
+    # A form sends text: a short run of ASCII digits, or refused below (never int() on it:
+    # it fails past 4,300 digits, and str.isdigit() also accepts "²").
+    if isinstance(raw, str):
+        number = parse_integer(raw)
+        raw = raw if number is None else number
     if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
         raise InvalidRequest(f"max_ongoing must be an integer from 0 to {calls.MAX_LIMIT} or null.")
     calls.set_limit(sub, raw)

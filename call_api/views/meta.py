@@ -19,7 +19,12 @@ def openapi() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready for traffic: the database answers and verification keys are loaded."""
+    """Ready for traffic: the database answers and verification keys are loaded.
+
+    ``revocations`` says how fresh this process's copy of the auth server's revocation
+    feed is; a stale copy is reported, not a reason to refuse traffic (the call API keeps
+    serving on what it last knew while the auth server is away).
+    """
     ping_database(db)
     if not current_app.extensions["clickcall_keys"].ensure_loaded():
         response = jsonify(
@@ -28,7 +33,9 @@ def readyz() -> Response:
         )
         response.status_code = 503
         return response
-    return jsonify(status="ready", database="ok", keys="loaded")
+    feed = current_app.extensions["clickcall_revocations"]
+    feed.start()
+    return jsonify(status="ready", database="ok", keys="loaded", revocations=feed.status())
 
 
 @bp.get("/healthz")

@@ -104,6 +104,56 @@ def test_users_create_short_password(cli):
     assert result.output == "Error: The password must be at least 8 characters long.\n"
 
 
+def test_users_create_with_a_role(cli):
+    """--role admin makes an admin; without --role a user is a `user` (the help says so)."""
+    result = cli(
+        "users", "create", "root", "--role", "admin", "--password-stdin", input="root-pw-1\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.output)) == {"id", "username"}
+    assert cli("users", "create", "bob", "--password-stdin", input="bob-pw-12\n").exit_code == 0
+    assert json.loads(cli("users", "show", "root").output)["role"] == "admin"
+    assert json.loads(cli("users", "show", "bob").output)["role"] == "user"
+    help_text = cli("users", "create", "--help").output
+    assert "--role ROLE" in help_text and "[default: user]" in help_text
+
+
+def test_users_create_with_an_unknown_role(cli):
+    """An unknown role: one line, exit status 2, nobody created."""
+    result = cli(
+        "users", "create", "carol", "--role", "root", "--password-stdin", input="pw-123456\n"
+    )
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: unknown role 'root'; use user or admin\n",
+    )
+    assert cli("users", "list").output == ""
+
+
+def test_users_set_role(cli, user):
+    """set-role promotes and demotes; `show` and `list` tell the role."""
+    result = cli("users", "set-role", "alice", "admin")
+    assert (result.exit_code, result.output) == (0, "role of alice set to admin\n")
+    assert json.loads(cli("users", "show", "alice").output)["role"] == "admin"
+    assert json.loads(cli("users", "list").output)["role"] == "admin"
+    result = cli("users", "set-role", "alice", "user")
+    assert (result.exit_code, result.output) == (0, "role of alice set to user\n")
+    assert json.loads(cli("users", "show", "alice").output)["role"] == "user"
+
+
+def test_users_set_role_refusals(cli, user):
+    """An unknown role (exit 2) or a missing one (usage error): one line, nothing changes."""
+    result = cli("users", "set-role", "alice", "superuser")
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: unknown role 'superuser'; use user or admin\n",
+    )
+    result = cli("users", "set-role", "alice")
+    assert result.exit_code == 2
+    assert "Missing argument 'ROLE'" in result.output
+    assert json.loads(cli("users", "show", "alice").output)["role"] == "user"
+
+
 # --- clients ---------------------------------------------------------------------------
 
 
@@ -456,7 +506,7 @@ def _authorize_json(client, app_client: ClientInfo, redirect_uri: str | None = N
 
 
 def test_users_list_prints_one_json_line_per_user_by_username(cli, auth_app):
-    """list: {id, username, disabled, created_at} per user, sorted by username."""
+    """list: {id, username, role, disabled, created_at} per user, sorted by username."""
     bob = make_user(auth_app, "bob", "bob-password")
     alice = make_user(auth_app, "alice", "alice-password")
     assert cli("users", "disable", "bob").exit_code == 0
@@ -466,8 +516,8 @@ def test_users_list_prints_one_json_line_per_user_by_username(cli, auth_app):
     for row in rows:
         assert re.fullmatch(ISO_UTC, row.pop("created_at")), row
     assert rows == [
-        {"id": alice.id, "username": "alice", "disabled": False},
-        {"id": bob.id, "username": "bob", "disabled": True},
+        {"id": alice.id, "username": "alice", "role": "user", "disabled": False},
+        {"id": bob.id, "username": "bob", "role": "user", "disabled": True},
     ]
     assert "password" not in result.output
 
@@ -482,6 +532,7 @@ def test_users_show(cli, flow, user, web_client):
     assert shown == {
         "id": user.id,
         "username": "alice",
+        "role": "user",
         "disabled": False,
         "disabled_at": None,
         "authorized_clients": [web_client.client_id],
@@ -500,7 +551,7 @@ def test_users_disable_stops_login_refresh_and_consent(cli, client, flow, user, 
 
     r = sign_in(client, user)
     assert r.status_code == 401
-    assert r.json["error_description"] == DISABLED
+    assert (r.json["error"], r.json["error_description"]) == ("account_disabled", DISABLED)
     r = client.post(
         "/auth/login",
         data={"username": "alice", "password": user.password, "csrf_token": ensure_csrf(client)},
@@ -614,11 +665,12 @@ def test_users_delete(auth_app, cli, client, flow, user, web_client):
         ("users", "enable"),
         ("users", "delete"),
         ("users", "set-password"),
+        ("users", "set-role"),
     ],
 )
 def test_users_commands_on_an_unknown_user(cli, user, command):
     """An unknown username: one line naming it, exit status 1."""
-    extra = ("--password-stdin",) if command[1] == "set-password" else ()
+    extra = {"set-password": ("--password-stdin",), "set-role": ("admin",)}.get(command[1], ())
     result = cli(*command, "nobody", *extra, input="a-good-password\n")
     assert (result.exit_code, result.output) == (1, "Error: No user named 'nobody'.\n")
 
@@ -684,9 +736,10 @@ def test_clients_update_changes_only_the_given_options(cli, web_client, admin_cl
         "authorization_code",
         "--scope",
         "call admin",
+        "--allow-admin-for-users",
     )
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     # Without --response-type, the response types follow the grants (as in create).
     assert (shown["grant_types"], shown["response_types"]) == (["authorization_code"], ["code"])
     assert (shown["scope"], shown["client_name"]) == ("call admin", "Renamed")
@@ -704,6 +757,7 @@ def test_clients_update_takes_effect_at_the_token_endpoint(cli, client, admin_cl
         "authorization_code",
         "--redirect-uri",
         NEW_REDIRECT,
+        "--allow-admin-for-users",  # the admin client's scope with a browser grant
     )
     assert result.exit_code == 0, result.output
     r = token_request(client, admin_client, {"grant_type": "client_credentials"})
@@ -715,7 +769,7 @@ def test_clients_update_takes_effect_at_the_token_endpoint(cli, client, admin_cl
     [
         (("--grant-type", "password"), "Unknown grant type 'password'; use one of "),
         (("--grant-type", "implicit"), "The implicit grant needs --response-type token."),
-        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin."),
+        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin, introspect."),
         (("--response-type", "id_token"), "Unknown response type 'id_token'; use code or token."),
         (("--redirect-uri", "javascript:alert(1)"), "Redirect URI 'javascript:alert(1)' "),
         (("--redirect-uri", "https://x.example/cb#frag"), "must not contain a fragment"),

@@ -16,7 +16,7 @@ from tests.auth_server.helpers import (
     sign_in,
     verify_access_token,
 )
-from tests.conftest import TEST_REDIRECT, make_client, query_of
+from tests.conftest import TEST_REDIRECT, make_client, make_user, query_of
 
 
 def _query(location: str) -> tuple[str, dict[str, str]]:
@@ -225,9 +225,10 @@ def test_consent_is_remembered(client, user, web_client, flow):
     assert query["state"] == "second"
 
 
-def test_consent_for_a_wider_scope_is_asked_again(auth_app, client, user):
+def test_consent_for_a_wider_scope_is_asked_again(auth_app, client):
     """Consent covers the scopes granted: asking for more goes to the consent page again."""
-    app_client = make_client(auth_app, "Two scopes", scope="call admin")
+    user = make_user(auth_app, "root", "root-password", role="admin")
+    app_client = make_client(auth_app, "Two scopes", scope="call admin", allow_admin_for_users=True)
     get_code(client, user, pkce_params(app_client)[1])
     _, params = pkce_params(app_client, scope="call admin")
     r = client.get("/oauth/auth?" + urlencode(params))

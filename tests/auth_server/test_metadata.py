@@ -18,7 +18,7 @@ EXPECTED = {
     "revocation_endpoint": f"{ISSUER}/oauth/revoke",
     "introspection_endpoint": f"{ISSUER}/oauth/introspect",
     "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
-    "scopes_supported": ["call", "admin"],
+    "scopes_supported": ["call", "admin", "introspect"],
     "response_types_supported": ["code", "token"],
     "response_modes_supported": ["query", "fragment"],
     "grant_types_supported": [
@@ -35,6 +35,7 @@ EXPECTED = {
     ],
     "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     "code_challenge_methods_supported": ["S256"],
+    "revocation_feed_endpoint": f"{ISSUER}/oauth/revocations",
 }
 
 
@@ -105,6 +106,10 @@ def test_metadata_endpoints_answer(client, web_client, admin_client):
     assert r.status_code == 200
     assert r.json["keys"]
 
+    r = client.get(_path(data["revocation_feed_endpoint"]))
+    assert r.status_code == 200
+    assert set(r.json) == {"revocations", "cursor", "more"}
+
     for key, value in data.items():
         if isinstance(value, str) and value.startswith(ISSUER + "/"):
             assert key in {
@@ -113,6 +118,7 @@ def test_metadata_endpoints_answer(client, web_client, admin_client):
                 "revocation_endpoint",
                 "introspection_endpoint",
                 "jwks_uri",
+                "revocation_feed_endpoint",
             }, f"{key} not checked"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import jwt
 import pytest
 
@@ -15,9 +17,21 @@ from tests.auth_server.helpers import (
     token_request,
     verify_access_token,
 )
-from tests.conftest import AUDIENCE, ISSUER, make_client
+from tests.conftest import AUDIENCE, ISSUER, make_client, make_user
 
-USER_CLAIMS = {"iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "username"}
+# grant_id: the grant (token family) the token belongs to, named by the revocation feed.
+USER_CLAIMS = {
+    "iss",
+    "sub",
+    "aud",
+    "client_id",
+    "scope",
+    "iat",
+    "exp",
+    "jti",
+    "grant_id",
+    "username",
+}
 
 
 def _refresh(client, app_client, refresh_token, auth="basic", **extra):
@@ -60,6 +74,7 @@ def test_user_access_token_claims(client, flow, user, web_client):
     }
     assert claims["exp"] - claims["iat"] == 3600
     assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+    assert str(uuid.UUID(claims["grant_id"])) == claims["grant_id"]
 
 
 def test_each_token_has_its_own_jti(client, flow, user, web_client):
@@ -207,9 +222,16 @@ def test_refresh_token_of_another_client_is_invalid_grant(auth_app, client, flow
     assert _refresh(client, web_client, first["refresh_token"]).status_code == 200
 
 
-def test_refresh_can_narrow_the_scope(auth_app, client, flow, user):
+def _admin_and_two_scope_client(auth_app):
+    """A user with the admin role, and a client that may ask for call and admin."""
+    user = make_user(auth_app, "root", "root-password", role="admin")
+    app_client = make_client(auth_app, "Two scopes", scope="call admin", allow_admin_for_users=True)
+    return user, app_client
+
+
+def test_refresh_can_narrow_the_scope(auth_app, client, flow):
     """A refresh may ask for fewer scopes than granted; the new tokens carry only those."""
-    app_client = make_client(auth_app, "Two scopes", scope="call admin")
+    user, app_client = _admin_and_two_scope_client(auth_app)
     first = flow.token(user, app_client, scope="call admin")
     assert first["scope"] == "call admin"
     r = _refresh(client, app_client, first["refresh_token"], scope="call")
@@ -222,9 +244,9 @@ def test_refresh_can_narrow_the_scope(auth_app, client, flow, user):
     assert r.json["error"] == "invalid_scope"
 
 
-def test_refresh_cannot_widen_the_scope(auth_app, client, flow, user):
+def test_refresh_cannot_widen_the_scope(auth_app, client, flow):
     """Asking a refresh for a scope never granted is invalid_scope."""
-    app_client = make_client(auth_app, "Two scopes", scope="call admin")
+    user, app_client = _admin_and_two_scope_client(auth_app)
     first = flow.token(user, app_client, scope="call")
     r = _refresh(client, app_client, first["refresh_token"], scope="call admin")
     assert r.status_code == 400
@@ -237,9 +259,9 @@ def test_refresh_cannot_widen_the_scope(auth_app, client, flow, user):
     }
 
 
-def test_refused_widening_does_not_burn_the_refresh_token(auth_app, client, flow, user):
+def test_refused_widening_does_not_burn_the_refresh_token(auth_app, client, flow):
     """An invalid_scope refresh issues nothing, so the refresh token must still work after it."""
-    app_client = make_client(auth_app, "Two scopes", scope="call admin")
+    user, app_client = _admin_and_two_scope_client(auth_app)
     first = flow.token(user, app_client, scope="call")
     assert (
         _refresh(client, app_client, first["refresh_token"], scope="call admin").status_code == 400

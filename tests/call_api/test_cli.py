@@ -77,7 +77,7 @@ def test_limits_reset_of_a_subject_without_a_limit(cli):
     }
 
 
-@pytest.mark.parametrize("bad", ["-1", "-10", "10001", "x", "1.5", ""])
+@pytest.mark.parametrize("bad", ["-1", "-10", "10001", "x", "1.5", "", "9" * 5000])
 def test_limits_set_bad_value_is_one_line(cli, bad):
     """A negative, too large or non-integer N: one line naming N and its range, exit 2,
     and the limit is unchanged (a negative N is not read as an unknown option)."""

@@ -324,7 +324,8 @@ def test_client_id_mixup_client_id_a_in_body_with_b_basic_auth_is_refused(
             "client_id": web_client.client_id,
         },
     )
-    assert_token_error(r, "invalid_grant")
+    # Two client identities in one request: refused before the code is even looked at.
+    assert_token_error(r, "invalid_request")
 
 
 def test_client_id_mixup_client_secret_post_as_b_is_refused(
@@ -367,21 +368,23 @@ def test_client_id_mixup_a_secret_with_b_id_is_refused(
 def test_client_id_mixup_body_client_id_cannot_relabel_the_token(
     client, flow, user, web_client, other_client
 ):
-    """Basic auth as A with client_id=B in the body. The server authenticates A from the
-    Authorization header (RFC 6749 §2.3.1) and ignores the body's client_id, so the token is
-    A's own: B gains nothing, and the token cannot be attributed to B."""
+    """Basic auth as A with client_id=B in the body: two identities in one request (RFC 6749
+    §2.3), refused before the code is looked at. The code stays A's, and the token A then
+    gets cannot be attributed to B."""
     code, verifier = code_for(flow, user, web_client)
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": TEST_REDIRECT,
+        "code_verifier": verifier,
+    }
     r = client.post(
         "/oauth/token",
         headers=web_client.basic(),
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": TEST_REDIRECT,
-            "code_verifier": verifier,
-            "client_id": other_client.client_id,
-        },
+        data={**data, "client_id": other_client.client_id},
     )
+    assert_token_error(r, "invalid_request")
+    r = client.post("/oauth/token", headers=web_client.basic(), data=data)
     assert r.status_code == 200, r.json
     claims = jwt.decode(r.json["access_token"], options={"verify_signature": False})
     assert claims["client_id"] == web_client.client_id

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from tests.conftest import TEST_REDIRECT, ClientInfo, make_client, pkce_pair
+from tests.conftest import TEST_REDIRECT, ClientInfo, make_client, make_user, pkce_pair
 
 JSON = {"Accept": "application/json"}
 
@@ -246,9 +246,11 @@ def test_refresh_token_after_revocation_is_refused(client, flow, user, web_clien
     assert introspect(client, web_client, tokens["access_token"]) == {"active": False}
 
 
-def test_refresh_token_cannot_widen_scope(client, flow, user, auth_app):
-    c = make_client(auth_app, "Two scopes", scope="call admin")
-    tokens = flow.token(user, c, scope="call")
+def test_refresh_token_cannot_widen_scope(client, flow, auth_app):
+    # An admin-role user, so only the refresh rule (not the role) stands in the way.
+    root = make_user(auth_app, "root", "root-password", role="admin")
+    c = make_client(auth_app, "Two scopes", scope="call admin", allow_admin_for_users=True)
+    tokens = flow.token(root, c, scope="call")
     r = client.post(
         "/oauth/token",
         headers=c.basic(),

@@ -71,6 +71,7 @@ def mint(keys_dir: Any, **claims: Any) -> str:
         "iat": now,
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
+        "username": "minted-user",
         **claims,
     }
     return jwt.encode(
