@@ -210,7 +210,8 @@ def test_revoked_tokens_stop_at_the_call_api_within_5_seconds(
                 )
                 feed = readyz(api, one)["revocations"]
                 assert feed["status"] == "ok", feed
-                assert feed["entries"] == 8, feed  # jti, sub, client, grants: ben, cat, dan, gil, hal
+                # jti, sub, client, and the grants of ben, cat, dan, gil and hal:
+                assert feed["entries"] == 8, feed
 
             # -- the auth server is gone. `one` keeps its connection, so one worker answers.
             ages = []
