@@ -225,7 +225,7 @@ def test_revoked_tokens_stop_at_the_call_api_within_5_seconds(
             assert (feed["status"], feed["last_error"], feed["entries"]) == (
                 "stale",
                 "ConnectionError",
-                7,
+                8,
             ), feed
             assert ages == sorted(ages) and ages[-1] - ages[0] >= 2, ages
             for name, token in doomed.items():  # what that worker knew still holds
