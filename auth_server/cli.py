@@ -16,6 +16,7 @@ from shared.cli import (
     service_errors,
     version_option,
 )
+from shared.errors import InvalidRequest
 
 from . import accounts, create_app, sessions
 from . import clients as client_service
@@ -75,9 +76,11 @@ ROLES_HELP = "; ".join(f"{role}: {' '.join(ROLE_SCOPES[role])}" for role in ROLE
 
 
 def _check_role(role: str) -> str:
-    if role not in ROLES:
-        raise UsageProblem(f"unknown role {role!r}; use {' or '.join(ROLES)}")
-    return role
+    """``accounts.validate_role`` as a usage problem (one line, exit status 2)."""
+    try:
+        return accounts.validate_role(role)
+    except InvalidRequest as exc:
+        raise UsageProblem(exc.description) from exc
 
 
 document_flask_options(main)

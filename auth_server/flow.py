@@ -226,3 +226,16 @@ def proceed(grant: Any, user: User, status: int) -> BaseResponse:
 def redirect_host(uri: str | None) -> str:
     parts = urlsplit(uri or "")
     return f"{parts.scheme}://{parts.netloc}" if parts.netloc else (uri or "")
+
+
+def signed_in_grant() -> tuple[User, Any] | BaseResponse:
+    """The validated authorization request and its signed-in user; or what to answer
+    instead: the error page (never a redirect to an unvalidated URI) or the login form."""
+    user = current_user()
+    try:
+        grant = validate_grant(user)
+    except OAuth2Error as error:
+        return oauth_error(error)
+    if user is None:
+        return redirect(with_query("login.login", oauth_params()), 302)
+    return user, grant

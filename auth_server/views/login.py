@@ -156,13 +156,10 @@ def _login(username: str | None) -> BaseResponse:
 def grant() -> BaseResponse:
     """The consent page; POST ``grant=true`` issues the code or token, ``false`` refuses."""
     params = flow.oauth_params()
-    user = flow.current_user()
-    try:
-        grant = flow.validate_grant(user)
-    except OAuth2Error as error:
-        return flow.oauth_error(error)
-    if user is None:
-        return redirect(flow.with_query("login.login", params), 302)
+    found = flow.signed_in_grant()
+    if not isinstance(found, tuple):
+        return found
+    user, grant = found
     client = grant.client
     if request.method == "POST":
         decision = request.form.get("grant", "")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import flow
@@ -70,13 +69,10 @@ def _two_client_authentications() -> str | None:
 @bp.route("/oauth/auth", methods=["GET"])
 def authorize() -> BaseResponse:
     """Validate the request; then login (302), consent (303) or straight to the client."""
-    user = flow.current_user()
-    try:
-        grant = flow.validate_grant(user)
-    except OAuth2Error as error:
-        return flow.oauth_error(error)
-    if user is None:
-        return redirect(flow.with_query("login.login", flow.oauth_params()), 302)
+    found = flow.signed_in_grant()
+    if not isinstance(found, tuple):
+        return found
+    user, grant = found
     return flow.proceed(grant, user, status=302)
 
 

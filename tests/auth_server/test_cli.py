@@ -125,7 +125,7 @@ def test_users_create_with_an_unknown_role(cli):
     )
     assert (result.exit_code, result.output) == (
         2,
-        "Error: unknown role 'root'; use user or admin\n",
+        "Error: Unknown role 'root'; use user or admin.\n",
     )
     assert cli("users", "list").output == ""
 
@@ -146,7 +146,7 @@ def test_users_set_role_refusals(cli, user):
     result = cli("users", "set-role", "alice", "superuser")
     assert (result.exit_code, result.output) == (
         2,
-        "Error: unknown role 'superuser'; use user or admin\n",
+        "Error: Unknown role 'superuser'; use user or admin.\n",
     )
     result = cli("users", "set-role", "alice")
     assert result.exit_code == 2
