@@ -16,7 +16,7 @@ from .config import DEFAULT_PASSWORD_HASH_METHOD
 from .consent import forget_user_consents
 from .extensions import db
 from .models import AuthorizationCode, Consent, Token, User, utcnow
-from .oauth2 import revoke_grants
+from .revocations import revoke_grants
 from .rules import DEFAULT_ROLE, ROLES, scope_for_role
 from .sessions import DISABLED, PASSWORD_CHANGED, delete_user_sessions, end_user_sessions
 

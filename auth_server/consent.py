@@ -6,7 +6,7 @@ from sqlalchemy import delete, select
 
 from .extensions import db
 from .models import AuthorizationCode, Consent, Token
-from .oauth2 import revoke_grants
+from .revocations import revoke_grants
 
 
 def _scopes(scope: str | None) -> set[str]:

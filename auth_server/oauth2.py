@@ -19,7 +19,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from . import revocations
 from .extensions import authorization, db
@@ -34,6 +34,7 @@ from .models import (
     sha256_hex,
 )
 from .oauth_errors import AuthorizationServer
+from .revocations import revoke_code_tokens, revoke_family
 from .rules import (
     CLIENT_AUTH_METHODS,
     INTROSPECT_SCOPE,
@@ -54,66 +55,6 @@ def query_client(client_id: str) -> Client | None:
     if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None
     return db.session.scalar(select(Client).where(Client.client_id == client_id))
-
-
-def revoke_family(family_id: str) -> None:
-    """Revoke a grant: the family itself, then every token in it (the caller's transaction).
-
-    The family row is marked (and so locked) first, and its tokens are revoked by a later
-    statement: a token that :func:`save_token` committed into the family before the lock was
-    released is seen and revoked (each statement sees what committed before it began, on
-    PostgreSQL's READ COMMITTED; SQLite runs one write transaction at a time), and one not
-    yet saved is refused by :func:`save_token`, which checks the mark under the same lock.
-    """
-    now = int(time.time())
-    db.session.execute(
-        update(TokenFamily)
-        .where(TokenFamily.id == family_id)
-        .values(revoked_at=func.coalesce(TokenFamily.revoked_at, now))
-    )
-    db.session.execute(
-        update(Token)
-        .where(Token.family_id == family_id, Token.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    revocations.record("grant", family_id)  # the call API stops its access tokens
-
-
-def revoke_grants(*conditions: Any) -> list[str]:
-    """Revoke, each through :func:`revoke_family` (so under its lock, and published in the
-    revocation feed), every live grant with a token matching ``conditions``; in a fixed
-    order, so two revocations never deadlock. Returns the grants' ids."""
-    families = list(
-        db.session.scalars(
-            select(Token.family_id)
-            .where(Token.revoked_at.is_(None), *conditions)
-            .group_by(Token.family_id)
-            .order_by(Token.family_id)
-        )
-    )
-    for family_id in families:
-        revoke_family(family_id)
-    return families
-
-
-def revoke_code_tokens(code_id: int) -> bool:
-    """Revoke what an authorization code produced (the caller's transaction): mark the code
-    (so a redemption still in flight is refused by :func:`save_token`, which checks the mark
-    under the same row lock), then revoke the family of every token issued from it, their
-    refreshes included. Says whether any token had been issued from the code.
-    """
-    now = int(time.time())
-    db.session.execute(
-        update(AuthorizationCode)
-        .where(AuthorizationCode.id == code_id)
-        .values(revoked_at=func.coalesce(AuthorizationCode.revoked_at, now))
-    )
-    families = sorted(
-        set(db.session.scalars(select(Token.family_id).where(Token.code_id == code_id)))
-    )
-    for family_id in families:
-        revoke_family(family_id)
-    return bool(families)
 
 
 def _lock_revoked_at(column: Any, key_column: Any, key: Any) -> tuple[bool, int | None]:

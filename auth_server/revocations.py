@@ -29,6 +29,10 @@ The ``id`` is the cursor. Ids are handed out when a transaction inserts and beco
 visible when it commits, so a reader can see id 12 before id 11 commits; the call API
 therefore re-reads a short window behind its cursor (see call_api/revocations.py), and
 each entry is idempotent.
+
+Revoking a grant lives here too (:func:`revoke_family`, :func:`revoke_grants`,
+:func:`revoke_code_tokens`): every way to revoke goes through them, so none can forget to
+publish, and accounts and consents revoke without importing the Authlib wiring.
 """
 
 from __future__ import annotations
@@ -37,12 +41,12 @@ import time
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from shared.revocation import subject_hash
 
 from .extensions import db
-from .models import Revocation
+from .models import AuthorizationCode, Revocation, Token, TokenFamily
 
 KINDS = ("jti", "grant", "sub", "client")
 # Entries per response; the response says ``more`` when there may be further ones.
@@ -165,3 +169,66 @@ def prune() -> int:
     )
     db.session.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- revoking grants (and so publishing them) ------------------------------------------
+
+
+def revoke_family(family_id: str) -> None:
+    """Revoke a grant: the family itself, then every token in it (the caller's transaction).
+
+    The family row is marked (and so locked) first, and its tokens are revoked by a later
+    statement: a token that ``oauth2.save_token`` committed into the family before the lock was
+    released is seen and revoked (each statement sees what committed before it began, on
+    PostgreSQL's READ COMMITTED; SQLite runs one write transaction at a time), and one not
+    yet saved is refused by ``oauth2.save_token``, which checks the mark under the same lock.
+    """
+    now = int(time.time())
+    db.session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.id == family_id)
+        .values(revoked_at=func.coalesce(TokenFamily.revoked_at, now))
+    )
+    db.session.execute(
+        update(Token)
+        .where(Token.family_id == family_id, Token.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    record("grant", family_id)  # the call API stops its access tokens
+
+
+def revoke_grants(*conditions: Any) -> list[str]:
+    """Revoke, each through :func:`revoke_family` (so under its lock, and published in the
+    revocation feed), every live grant with a token matching ``conditions``; in a fixed
+    order, so two revocations never deadlock. Returns the grants' ids."""
+    families = list(
+        db.session.scalars(
+            select(Token.family_id)
+            .where(Token.revoked_at.is_(None), *conditions)
+            .group_by(Token.family_id)
+            .order_by(Token.family_id)
+        )
+    )
+    for family_id in families:
+        revoke_family(family_id)
+    return families
+
+
+def revoke_code_tokens(code_id: int) -> bool:
+    """Revoke what an authorization code produced (the caller's transaction): mark the code
+    (so a redemption still in flight is refused by ``oauth2.save_token``, which checks the mark
+    under the same row lock), then revoke the family of every token issued from it, their
+    refreshes included. Says whether any token had been issued from the code.
+    """
+    now = int(time.time())
+    db.session.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.id == code_id)
+        .values(revoked_at=func.coalesce(AuthorizationCode.revoked_at, now))
+    )
+    families = sorted(
+        set(db.session.scalars(select(Token.family_id).where(Token.code_id == code_id)))
+    )
+    for family_id in families:
+        revoke_family(family_id)
+    return bool(families)
