@@ -19,6 +19,7 @@ from .rules import (
     DEFAULT_SCOPE,
     DEFAULT_SECRET_AUTH_METHOD,
     GRANT_TYPES,
+    PERSON_SCOPES,
     PUBLIC_AUTH_METHOD,
     RESPONSE_TYPES,
     SCOPES,
@@ -96,6 +97,12 @@ def client_metadata(
             raise InvalidRequest(f"Unknown scope {s!r}; use one of {', '.join(SCOPES)}.")
     if mixes_admin_with_browser(grants, scopes) and not allow_admin_for_users:
         raise InvalidRequest(ADMIN_FOR_USERS_REFUSED)
+    if grants == ["client_credentials"] and all(s in PERSON_SCOPES for s in scopes):
+        # Such a client could never get a token: these scopes act for a person.
+        raise InvalidRequest(
+            f"A client_credentials client acts for no person, so it cannot get "
+            f"{' or '.join(PERSON_SCOPES)}; register it with --scope admin (or introspect)."
+        )
     uris = [validate_redirect_uri(u, production) for u in redirect_uris]
     if responses and not uris:
         raise InvalidRequest("A client that uses the authorization endpoint needs --redirect-uri.")

@@ -78,15 +78,37 @@ def test_client_credentials_never_carry_call(client, auth_app, robot):
     assert r.status_code == 200 and r.json["scope"] == "admin"
 
 
+def test_registering_a_client_credentials_client_for_call_alone_is_refused(auth_app):
+    """Such a client could never get a token: refused when it is registered, saying why."""
+    from auth_server.clients import create_client
+    from shared.errors import InvalidRequest
+
+    with auth_app.app_context(), pytest.raises(InvalidRequest) as refused:
+        create_client("Caller robot", [], grant_types=("client_credentials",), scope="call")
+    assert refused.value.description == (
+        "A client_credentials client acts for no person, so it cannot get call; register it "
+        "with --scope admin (or introspect)."
+    )
+
+
 def test_client_registered_for_call_alone_gets_no_client_credentials_token(client, auth_app):
+    """A client registered for ``call`` alone before this was refused (written straight into
+    the database, as an upgraded one holds it) gets no token."""
+    from auth_server.extensions import db
+    from auth_server.models import Client
+
     only_call = make_client(
         auth_app,
         "Caller robot",
         redirect_uris=[],
         grant_types=("client_credentials",),
         response_types=(),
-        scope="call",
+        scope="admin",
     )
+    with auth_app.app_context():
+        row = db.session.scalar(select(Client).where(Client.client_id == only_call.client_id))
+        row.set_client_metadata({**row.client_metadata, "scope": "call"})
+        db.session.commit()
     r = token_request(client, only_call, {"grant_type": "client_credentials"})
     assert (r.status_code, r.json) == (
         400,
