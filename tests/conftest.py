@@ -17,7 +17,7 @@ import hashlib
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,27 @@ def auth_app(
     with app.app_context():
         app.extensions["sqlalchemy"].session.remove()
         app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def app_with(databases: Databases, keys_dir: Path) -> Iterator[Callable[..., Flask]]:
+    """Build dedicated auth apps with extra settings (instead of ``auth_app``), disposed of
+    after the test."""
+    from auth_server import create_app
+
+    apps: list[Flask] = []
+
+    def build(**extra: Any) -> Flask:
+        app = create_app(auth_config(databases, keys_dir, **extra))
+        _prepare(app, "auth", databases.auth_url)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            app.extensions["sqlalchemy"].session.remove()
+            app.extensions["sqlalchemy"].engine.dispose()
 
 
 @pytest.fixture

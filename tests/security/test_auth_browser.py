@@ -4,7 +4,6 @@ clickjacking, caching of secrets, and cross-origin reads (CORS)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -14,8 +13,6 @@ from flask.testing import FlaskClient
 from tests.conftest import (
     TEST_REDIRECT,
     Flow,
-    _prepare,
-    auth_config,
     make_client,
     make_user,
     pkce_pair,
@@ -23,26 +20,6 @@ from tests.conftest import (
 
 JSON = {"Accept": "application/json"}
 SPA = "https://spa.example.com"
-
-
-@pytest.fixture
-def app_with(databases, keys_dir) -> Iterator[Callable[..., Flask]]:
-    """Build a dedicated auth app with extra settings (use it instead of ``auth_app``)."""
-    from auth_server import create_app
-
-    apps: list[Flask] = []
-
-    def build(**extra) -> Flask:
-        app = create_app(auth_config(databases, keys_dir, **extra))
-        _prepare(app, "auth", databases.auth_url)
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        with app.app_context():
-            app.extensions["sqlalchemy"].session.remove()
-            app.extensions["sqlalchemy"].engine.dispose()
 
 
 @pytest.fixture

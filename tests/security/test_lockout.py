@@ -11,37 +11,28 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import _prepare, auth_config, make_user
+from tests.conftest import auth_config, make_user
 
 JSON = {"Accept": "application/json"}
 DEVICE_COOKIE = "clickcall_device"
 
 
 @pytest.fixture
-def app_with(databases, keys_dir) -> Iterator[Callable[..., Flask]]:
-    """Build auth apps with extra settings; throttling on (the suite turns it off)."""
-    from auth_server import create_app
-
-    apps: list[Flask] = []
+def app_with(app_with) -> Callable[..., Flask]:
+    """The suite's builder with throttling on (the suite turns it off)."""
 
     def build(**extra) -> Flask:
-        settings = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", **extra}
-        app = create_app(auth_config(databases, keys_dir, **settings))
-        _prepare(app, "auth", databases.auth_url)
-        apps.append(app)
-        return app
+        return app_with(
+            **{"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", **extra}
+        )
 
-    yield build
-    for app in apps:
-        with app.app_context():
-            app.extensions["sqlalchemy"].session.remove()
-            app.extensions["sqlalchemy"].engine.dispose()
+    return build
 
 
 @pytest.fixture
