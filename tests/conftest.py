@@ -282,6 +282,21 @@ def auth_app(
 
 
 @pytest.fixture
+def cli(auth_app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Run ``auth-server ARGS…`` against ``auth_app`` (``input`` is standard input)."""
+    from auth_server.cli import main
+
+    # FlaskGroup sets FLASK_RUN_FROM_CLI in os.environ; undo it after the test.
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
+    runner = auth_app.test_cli_runner()
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(main, list(args), input=input)
+
+    return invoke
+
+
+@pytest.fixture
 def app_with(databases: Databases, keys_dir: Path) -> Iterator[Callable[..., Flask]]:
     """Build dedicated auth apps with extra settings (instead of ``auth_app``), disposed of
     after the test."""

@@ -36,18 +36,6 @@ from tests.conftest import (
 )
 
 
-@pytest.fixture
-def cli(auth_app, monkeypatch):
-    # FlaskGroup sets FLASK_RUN_FROM_CLI in os.environ; undo it after the test.
-    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
-    runner = auth_app.test_cli_runner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(main, list(args), input=input)
-
-    return invoke
-
-
 def _stored_client(auth_app, client_id: str):
     from auth_server.extensions import db
     from auth_server.models import Client

@@ -19,7 +19,6 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from auth_server.cli import main
 from tests.auth_server.helpers import (
     HTML,
     JSON,
@@ -56,17 +55,6 @@ REFUSED = (
     "app act on every user's calls whenever an admin signs in through it; register admin on a "
     "separate client_credentials client, or pass --allow-admin-for-users if that is intended.\n"
 )
-
-
-@pytest.fixture
-def cli(auth_app, monkeypatch):
-    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
-    runner = auth_app.test_cli_runner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(main, list(args), input=input)
-
-    return invoke
 
 
 def console_registered_before_roles(app) -> ClientInfo:

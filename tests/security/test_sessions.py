@@ -18,24 +18,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from auth_server.cli import main
 from tests.auth_server.helpers import JSON, ensure_csrf, pkce_params, sign_in
 from tests.conftest import ClientInfo, UserInfo
 
 COOKIE = "clickcall_auth"
 IDLE = 2 * 3600  # the defaults: SESSION_IDLE_TIMEOUT
 LIFETIME = 8 * 3600  # SESSION_LIFETIME
-
-
-@pytest.fixture
-def cli(auth_app, monkeypatch):
-    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
-    runner = auth_app.test_cli_runner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(main, list(args), input=input)
-
-    return invoke
 
 
 @pytest.fixture
