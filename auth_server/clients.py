@@ -19,6 +19,7 @@ from .rules import (
     DEFAULT_SCOPE,
     DEFAULT_SECRET_AUTH_METHOD,
     GRANT_TYPES,
+    MACHINE_SCOPES,
     PERSON_SCOPES,
     PUBLIC_AUTH_METHOD,
     RESPONSE_TYPES,
@@ -97,6 +98,12 @@ def client_metadata(
             raise InvalidRequest(f"Unknown scope {s!r}; use one of {', '.join(SCOPES)}.")
     if mixes_admin_with_browser(grants, scopes) and not allow_admin_for_users:
         raise InvalidRequest(ADMIN_FOR_USERS_REFUSED)
+    machine = [s for s in scopes if s in MACHINE_SCOPES]
+    if machine and grants != ["client_credentials"]:
+        raise InvalidRequest(
+            f"The {machine[0]!r} scope is for a phone system's own client: register it with "
+            "--grant-type client_credentials only."
+        )
     if grants == ["client_credentials"] and all(s in PERSON_SCOPES for s in scopes):
         # Such a client could never get a token: these scopes act for a person.
         raise InvalidRequest(

@@ -24,10 +24,13 @@ RESPONSE_TYPES = ("code", "token")
 # ``call``: a person's own calls; ``admin``: every user's calls (the call API's admin
 # interface); ``introspect``: the client may introspect any token (RFC 7662), not only its
 # own. ``introspect`` is a right of the client, checked against its registration, so no
-# person is ever granted it.
-SCOPES = ("call", "admin", "introspect")
+# person is ever granted it. ``dialer``: a phone system claims queued calls and reports
+# their progress (the call API's dialer interface).
+SCOPES = ("call", "admin", "introspect", "dialer")
 # Scopes that act for a person (their calls): never in a token issued without a user.
 PERSON_SCOPES = ("call",)
+# Scopes of a machine acting for itself: only a client_credentials-only client has them.
+MACHINE_SCOPES = ("dialer",)
 DEFAULT_SCOPE = "call"
 # A client that mixes this scope with a browser grant must be registered with an explicit
 # flag (``--allow-admin-for-users``); only users with the ``admin`` role get it through one.

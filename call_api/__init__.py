@@ -28,10 +28,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Polled by a thread each worker starts on its first request (after gunicorn forks).
     app.extensions["clickcall_revocations"] = feed_from_config(app.config)
 
-    from .views import admin, meta, rest
+    from .views import admin, dialer, meta, rest
 
     app.register_blueprint(rest.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(dialer.bp)
     app.register_blueprint(meta.bp)
     init_platform(app, METRICS, render_error)
     app.after_request(response_headers)
@@ -51,7 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def response_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.path.startswith(("/rest", "/admin")):
+    if request.path.startswith(("/rest", "/admin", "/dialer")):
         # Call data is per user, and a query-string token must never be cached anywhere.
         response.headers["Cache-Control"] = "no-store"
     return response

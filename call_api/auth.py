@@ -248,6 +248,8 @@ def verify_token(
 # (client_credentials) is refused for them whatever its scope says. The auth server never
 # issues such a token with ``call``; this is the second line.
 PERSON_SCOPES = frozenset({"call"})
+# Scopes only a client acting for itself may use: a dialer is a phone system, not a person.
+MACHINE_SCOPES = frozenset({"dialer"})
 
 
 def is_person_token(claims: dict[str, Any]) -> bool:
@@ -275,6 +277,14 @@ def require_scope(claims: dict[str, Any], scope: str) -> None:
         description = (
             f"The '{scope}' scope acts for a person, and this token was issued to a client "
             "alone (client_credentials), for no user; calls belong to people."
+        )
+        raise InsufficientScope(
+            description, headers=_challenge("insufficient_scope", description, scope)
+        )
+    if scope in MACHINE_SCOPES and is_person_token(claims):
+        description = (
+            f"The '{scope}' scope is for a phone system's own client (client_credentials), "
+            "not for a token issued on a person's behalf."
         )
         raise InsufficientScope(
             description, headers=_challenge("insufficient_scope", description, scope)

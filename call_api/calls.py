@@ -1,4 +1,6 @@
-"""The call rules: start (under the per-user limit), end, read, expire.
+"""The call rules: start (under the per-user limit), end, read, expire, and every
+transition of a call's lifecycle (``transition``), which writes the call's event (history
+and webhook outbox, ``models.CallEvent``) in the same transaction as the change.
 
 Every function works on the Flask-SQLAlchemy session and raises named errors from
 ``shared.errors``. The limit holds under any concurrency because ``start_call`` takes a row
@@ -9,13 +11,14 @@ every transaction is ``BEGIN IMMEDIATE``), then counts and inserts in the same t
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -26,25 +29,48 @@ from shared.errors import (
     RestMaxCallError,
 )
 
+from . import lifecycle
 from .extensions import db
 from .metrics import CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
-from .models import Call, CallUser
+from .models import Call, CallEvent, CallUser, WebhookEndpoint
 
 MAX_IDEMPOTENCY_KEY = 255
 MAX_LIMIT = 10_000
+RING_TIMEOUT_DEFAULT = 30
+RING_TIMEOUT_MAX = 120
 
 
 @dataclass(frozen=True)
 class Policy:
     default_limit: int
     max_duration: int  # seconds
+    lease_seconds: int = 30  # a dialer's hold on a call, renewed by its polls and events
+    max_claims: int = 3  # times a queued call may be claimed before a lost lease fails it
+    webhook_retry_for: int = 86_400  # seconds an event is retried before it is given up
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Policy:
         return cls(
             default_limit=config["CALL_MAX_ONGOING_DEFAULT"],
             max_duration=config["CALL_MAX_DURATION"],
+            lease_seconds=config.get("CALL_DIALER_LEASE_SECONDS", 30),
+            max_claims=config.get("CALL_DIALER_MAX_CLAIMS", 3),
+            webhook_retry_for=config.get("CALL_WEBHOOK_RETRY_FOR", 86_400),
         )
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """What a call may ask for besides its number (``None``: the service's default)."""
+
+    time_limit: int | None = None
+    ring_timeout: int | None = None
+    status_callback: str | None = None
+
+    def fingerprint_part(self) -> str:
+        if self == CallOptions():
+            return ""  # calls made before options existed keep their Idempotency-Key hash
+        return json.dumps([self.time_limit, self.ring_timeout, self.status_callback])
 
 
 @dataclass(frozen=True)
@@ -99,35 +125,138 @@ def _lock_user(subject: str) -> CallUser:
     return user
 
 
+def event_payload(call: Call, state: str, at: datetime) -> str:
+    """The webhook body: ``{"type": "call.<state>", "timestamp": …, "data": <the call>}``."""
+    return json.dumps(
+        {"type": lifecycle.event_type(state), "timestamp": iso(at), "data": as_dict(call)}
+    )
+
+
+def _destination(call: Call) -> str | None:
+    if call.status_callback:
+        return call.status_callback
+    return db.session.scalar(
+        select(WebhookEndpoint.url).where(WebhookEndpoint.client_id == call.client_id)
+    )
+
+
+def record_event(
+    call: Call, at: datetime, source: str, policy: Policy, dialer_event: str | None = None
+) -> CallEvent:
+    """The call's event for the state it just entered: history, and the webhook outbox.
+
+    Added to the session of the change itself, so both commit or neither does.
+    """
+    if call.id is None:
+        db.session.flush()
+    url = _destination(call)
+    event = CallEvent(
+        event_id=f"msg_{secrets.token_urlsafe(18)}",
+        call_id=call.id,
+        client_id=call.client_id,
+        type=lifecycle.event_type(call.state),
+        source=source,
+        dialer_event=dialer_event,
+        payload=event_payload(call, call.state, at),
+        created_at=at,
+        url=url,
+        delivery="pending" if url else "none",
+        attempts=0,
+        next_attempt_at=at if url else None,
+        retry_until=at + timedelta(seconds=policy.webhook_retry_for) if url else None,
+    )
+    db.session.add(event)
+    return event
+
+
+def transition(
+    call: Call,
+    target: str,
+    *,
+    source: str,
+    policy: Policy,
+    now: datetime,
+    end_reason: str | None = None,
+    dialer_event: str | None = None,
+) -> None:
+    """Move ``call`` to ``target`` (409 ``invalid_transition`` if the state machine says
+    no), stamp it and record its event in the same transaction."""
+    lifecycle.check(call.state, target)
+    call.state = target
+    call.status = lifecycle.legacy_status(target)
+    at = max(now, call.started_at)
+    if target == lifecycle.RINGING:
+        call.ringing_at = at
+    elif target == lifecycle.IN_PROGRESS:
+        call.answered_at = at
+    if lifecycle.is_final(target):
+        call.ended_at = at
+        call.end_reason = end_reason or target
+        CALLS_ENDED.labels(call.end_reason).inc()
+    record_event(call, at, source, policy, dialer_event)
+
+
 def _expired(call: Call, policy: Policy) -> None:
-    call.status = "ended"
-    call.end_reason = "expired"
-    call.ended_at = call.started_at + timedelta(seconds=policy.max_duration)
-    CALLS_ENDED.labels("expired").inc()
+    at = call.started_at + timedelta(seconds=policy.max_duration)
+    transition(
+        call, lifecycle.EXPIRED, source="system", policy=policy, now=at, end_reason="expired"
+    )
 
 
-def _expire_overdue(policy: Policy, now: datetime, subject: str | None = None) -> int:
-    """End ongoing calls older than the maximum duration (``end_reason: expired``)."""
+def _lost(call: Call, policy: Policy, now: datetime) -> None:
+    """The dialer holding a live call stopped renewing its lease (it died or lost us).
+
+    A call still queued goes back to the queue (its lease lapses; ``claim_calls`` takes it
+    again) until it has been claimed ``max_claims`` times; then, like a call that was
+    ringing, it fails; an answered call completes. ``end_reason: dialer-lost``.
+    """
+    if call.state == lifecycle.QUEUED and call.claims < policy.max_claims:
+        return
+    target = lifecycle.COMPLETED if call.state == lifecycle.IN_PROGRESS else lifecycle.FAILED
+    transition(call, target, source="system", policy=policy, now=now, end_reason="dialer-lost")
+    call.lease_expires_at = None
+
+
+def _settle_one(call: Call, policy: Policy, now: datetime) -> bool:
+    """End a live call that is overdue or whose dialer is gone; True if it changed."""
+    if call.status != "ongoing":
+        return False
+    if call.started_at <= _cutoff(policy, now):
+        _expired(call, policy)
+        return True
+    if call.lease_expires_at is not None and call.lease_expires_at <= now:
+        state = call.state
+        _lost(call, policy, now)
+        return call.state != state
+    return False
+
+
+def _expire_overdue(
+    policy: Policy, now: datetime, subject: str | None = None, skip_locked: bool = False
+) -> int:
+    """Settle live calls that are older than the maximum duration (``expired``) or whose
+    dialer lease lapsed (``dialer-lost``). Returns how many ended."""
     cutoff = _cutoff(policy, now)
-    overdue = select(Call).where(Call.status == "ongoing", Call.started_at <= cutoff)
+    overdue = select(Call).where(
+        Call.status == "ongoing",
+        or_(Call.started_at <= cutoff, Call.lease_expires_at <= now),
+    )
     if subject is not None:
         overdue = overdue.where(Call.subject == subject)
     count = 0
-    for call in db.session.scalars(overdue.with_for_update()):
-        _expired(call, policy)
-        count += 1
+    for call in db.session.scalars(overdue.with_for_update(skip_locked=skip_locked)):
+        if _settle_one(call, policy, now) and call.status == "ended":
+            count += 1
     return count
 
 
 def _expire_one(call: Call, policy: Policy, now: datetime) -> bool:
-    if call.status == "ongoing" and call.started_at <= _cutoff(policy, now):
-        _expired(call, policy)
-        return True
-    return False
+    return _settle_one(call, policy, now)
 
 
-def fingerprint(number: str) -> str:
-    return hashlib.sha256(number.encode()).hexdigest()
+def fingerprint(number: str, options: CallOptions | None = None) -> str:
+    extra = options.fingerprint_part() if options is not None else ""
+    return hashlib.sha256((number + extra).encode()).hexdigest()
 
 
 def validate_idempotency_key(key: str | None) -> str | None:
@@ -164,14 +293,17 @@ def start_call(
     policy: Policy,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    options: CallOptions | None = None,
 ) -> Started:
-    """Open a call session for ``subject`` unless that would exceed their limit.
+    """Queue a call for ``subject`` unless that would exceed their limit.
 
-    ``number`` must already be E.164. A repeated ``idempotency_key`` with the same number
-    returns the first call (``replayed=True``); with another number it is an error.
+    ``number`` must already be E.164 and ``options`` checked (``check_options``). A
+    repeated ``idempotency_key`` with the same request returns the first call
+    (``replayed=True``); with another request it is an error.
     """
     now = now or now_utc()
-    request_hash = fingerprint(number)
+    options = options or CallOptions()
+    request_hash = fingerprint(number, options)
     try:
         user = _lock_user(subject)
         if idempotency_key is not None:
@@ -203,11 +335,17 @@ def start_call(
             client_id=client_id,
             number=number,
             status="ongoing",
+            state=lifecycle.QUEUED,
             started_at=now,
+            time_limit=options.time_limit or policy.max_duration,
+            ring_timeout=options.ring_timeout or RING_TIMEOUT_DEFAULT,
+            status_callback=options.status_callback,
+            claims=0,
             idempotency_key=idempotency_key,
             request_hash=request_hash if idempotency_key is not None else None,
         )
         db.session.add(call)
+        record_event(call, now, "app", policy)
         _commit_keeping_values()
         CALLS_STARTED.inc()
         return Started(call, replayed=False)
@@ -246,15 +384,16 @@ def end_call(
     reason: str = "hangup",
     now: datetime | None = None,
 ) -> Call:
-    """End an ongoing call; ending an ended call changes nothing (PUT is idempotent)."""
+    """Hang up a live call, whatever its state: an answered call completes, one not yet
+    answered is canceled. Ending an ended call changes nothing (PUT is idempotent).
+    The dialer holding it learns it from its next poll (``dialer.poll``)."""
     now = now or now_utc()
     try:
         call = _find(token_call, subject, lock=True)
         if not _expire_one(call, policy, now) and call.status == "ongoing":
-            call.status = "ended"
-            call.end_reason = reason
-            call.ended_at = max(now, call.started_at)
-            CALLS_ENDED.labels(reason).inc()
+            target = lifecycle.hang_up_target(call.state)
+            source = "admin" if reason == "admin" else "app"
+            transition(call, target, source=source, policy=policy, now=now, end_reason=reason)
         _commit_keeping_values()
         return call
     except BaseException:
@@ -282,6 +421,8 @@ def list_calls(
     query = select(Call).where(Call.subject == subject)
     if status in ("ongoing", "ended"):
         query = query.where(Call.status == status)
+    elif status in lifecycle.STATES:
+        query = query.where(Call.state == status)
     total = int(db.session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     rows = db.session.scalars(
         query.order_by(Call.started_at.desc(), Call.id.desc())
@@ -328,10 +469,38 @@ def expire_calls(policy: Policy) -> int:
         raise
 
 
+def call_events(call: Call) -> list[CallEvent]:
+    return list(
+        db.session.scalars(
+            select(CallEvent).where(CallEvent.call_id == call.id).order_by(CallEvent.id)
+        )
+    )
+
+
+def dialer_event_applied(call: Call, event: str) -> bool:
+    """Whether the dialer's ``event`` already moved this call (a retry changes nothing)."""
+    return bool(
+        db.session.scalar(
+            select(
+                exists().where(
+                    CallEvent.call_id == call.id,
+                    CallEvent.source == "dialer",
+                    CallEvent.dialer_event == event,
+                )
+            )
+        )
+    )
+
+
 def as_dict(call: Call) -> dict[str, Any]:
+    """The call as clients see it: the original's fields first, then the lifecycle's.
+
+    ``duration`` counts from the answer (0 for a call never answered), once it ended.
+    """
     duration = None
     if call.ended_at is not None:
-        duration = max(0, int((call.ended_at - call.started_at).total_seconds()))
+        start = call.answered_at or call.ended_at
+        duration = max(0, int((call.ended_at - start).total_seconds()))
     return {
         "token_call": call.token_call,
         "number": call.number,
@@ -342,6 +511,12 @@ def as_dict(call: Call) -> dict[str, Any]:
         "end_reason": call.end_reason,
         "client_id": call.client_id,
         "subject": call.subject,
+        "state": call.state,
+        "ringing_at": iso(call.ringing_at),
+        "answered_at": iso(call.answered_at),
+        "time_limit": call.time_limit,
+        "ring_timeout": call.ring_timeout,
+        "status_callback": call.status_callback,
     }
 
 

@@ -16,7 +16,7 @@ from shared.cli import (
     version_option,
 )
 
-from . import calls, create_app
+from . import calls, create_app, simulator, webhook_cli
 from .config import load_config
 from .schema import upgrade
 from .views.params import parse_integer
@@ -122,6 +122,13 @@ def limits_reset(subject: str) -> None:
 def expire_calls() -> None:
     """End calls older than CALL_MAX_DURATION (for a cron job)."""
     click.echo(json.dumps({"expired": calls.expire_calls(_policy())}))
+
+
+# The call lifecycle's processes: the webhook worker and its admin commands
+# (call_api/webhook_cli.py) and the simulator dialer (call_api/simulator.py).
+main.add_command(webhook_cli.worker)
+main.add_command(webhook_cli.webhooks)
+main.add_command(simulator.command)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CALL_REVOCATION_TIMEOUT": env_int("CALL_REVOCATION_TIMEOUT", 2, env),
         "CALL_MAX_ONGOING_DEFAULT": env_int("CALL_MAX_ONGOING_DEFAULT", 2, env),
         "CALL_MAX_DURATION": env_int("CALL_MAX_DURATION", 14400, env),
+        # The dialer interface (call_api/dialer.py) and the webhook outbox (call_api/webhooks.py).
+        "CALL_DIALER_LEASE_SECONDS": env_int("CALL_DIALER_LEASE_SECONDS", 30, env),
+        "CALL_DIALER_MAX_CLAIMS": env_int("CALL_DIALER_MAX_CLAIMS", 3, env),
+        "CALL_WEBHOOK_RETRY_FOR": env_int("CALL_WEBHOOK_RETRY_FOR", 86_400, env),
         "CALL_DEFAULT_REGION": env_str("CALL_DEFAULT_REGION", "", env) or None,
         "CALL_ALLOW_QUERY_TOKEN": env_bool("CALL_ALLOW_QUERY_TOKEN", True, env),
         "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
@@ -73,6 +77,9 @@ def finalise(cfg: dict[str, Any]) -> None:
         raise ConfigError("CALL_MAX_ONGOING_DEFAULT must be 0 or more")
     if cfg["CALL_MAX_DURATION"] <= 0:
         raise ConfigError("CALL_MAX_DURATION must be positive")
+    for name in ("CALL_DIALER_LEASE_SECONDS", "CALL_DIALER_MAX_CLAIMS", "CALL_WEBHOOK_RETRY_FOR"):
+        if cfg[name] <= 0:
+            raise ConfigError(f"{name} must be positive")
     if cfg["CALL_REVOCATION_POLL_INTERVAL"] < 0:
         raise ConfigError("CALL_REVOCATION_POLL_INTERVAL must be 0 (off) or more")
     if cfg["CALL_REVOCATION_TIMEOUT"] <= 0:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -56,11 +57,20 @@ class CallUser(db.Model):  # type: ignore[name-defined,misc]
 
 
 class Call(db.Model):  # type: ignore[name-defined,misc]
+    """A call and its lifecycle (``call_api.lifecycle``).
+
+    ``status`` is the original's ``ongoing`` | ``ended``, derived from ``state`` and kept as
+    a column because the limit counts it under the user's row lock. The dialer's lease:
+    ``dialer_client`` + ``dialer_id`` hold the call while ``lease_expires_at`` is set and in
+    the future; ``claims`` counts how many times a dialer took it from the queue.
+    """
+
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("subject", "client_id", "idempotency_key", name="uq_calls_idempotency"),
         Index("ix_calls_subject_status", "subject", "status", "started_at"),
         Index("ix_calls_status_started", "status", "started_at"),
+        Index("ix_calls_state_lease", "state", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -71,8 +81,90 @@ class Call(db.Model):  # type: ignore[name-defined,misc]
     client_id: Mapped[str] = mapped_column(String(64), nullable=False)
     number: Mapped[str] = mapped_column(String(32), nullable=False)
     status: Mapped[str] = mapped_column(String(10), nullable=False, default="ongoing")
+    state: Mapped[str] = mapped_column(String(12), nullable=False, default="queued")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    ringing_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    end_reason: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    time_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ring_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_callback: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    dialer_client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dialer_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claims: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class CallEvent(db.Model):  # type: ignore[name-defined,misc]
+    """One transition of one call: its history and the webhook outbox in one row.
+
+    Written in the transaction that changes the call, so no change is without its event and
+    no event without its change. ``delivery``: ``pending`` (a worker will POST it to
+    ``url``), ``delivered``, ``failed`` (gave up after ``retry_until``) or ``none`` (no URL
+    was registered when it happened). ``id`` orders a call's events.
+    """
+
+    __tablename__ = "call_events"
+    __table_args__ = (
+        Index("ix_call_events_call", "call_id", "id"),
+        Index("ix_call_events_due", "delivery", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    call_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False
+    )
+    client_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    source: Mapped[str] = mapped_column(String(10), nullable=False)
+    dialer_event: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    delivery: Mapped[str] = mapped_column(String(10), nullable=False, default="none")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class WebhookEndpoint(db.Model):  # type: ignore[name-defined,misc]
+    """A client's status-callback URL and signing secret (``whsec_…``).
+
+    The secret signs (HMAC), so it is kept as issued, not hashed; it is shown once.
+    ``url`` may be empty: a client that only gives per-call ``status_callback`` URLs.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    secret: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class DeliveryAttempt(db.Model):  # type: ignore[name-defined,misc]
+    """One POST of one event (the admin API shows them)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_event", "event_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("call_events.id", ondelete="CASCADE"), nullable=False
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    worker: Mapped[str] = mapped_column(String(64), nullable=False)
+    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

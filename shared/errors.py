@@ -110,6 +110,20 @@ class Conflict(ClickCallError):
     error = "conflict"
 
 
+class InvalidTransition(Conflict):
+    """The call's state machine does not allow this step (``lifecycle.TRANSITIONS``)."""
+
+    error = "invalid_transition"
+    description = "The call cannot make this transition."
+
+
+class LeaseLost(Conflict):
+    """A dialer reported on a call it no longer holds (its lease expired or was released)."""
+
+    error = "lease_lost"
+    description = "This dialer does not hold the call's lease."
+
+
 class PayloadTooLarge(ClickCallError):
     status = 413
     error = "payload_too_large"
