@@ -28,11 +28,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Polled by a thread each worker starts on its first request (after gunicorn forks).
     app.extensions["clickcall_revocations"] = feed_from_config(app.config)
 
-    from .views import admin, dialer, meta, rest
+    from .views import admin, dialer, meta, rest, webhooks
 
     app.register_blueprint(rest.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(dialer.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(meta.bp)
     init_platform(app, METRICS, render_error)
     app.after_request(response_headers)

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from shared.config import (
     ConfigError,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -55,6 +56,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CALL_DIALER_LEASE_SECONDS": env_int("CALL_DIALER_LEASE_SECONDS", 30, env),
         "CALL_DIALER_MAX_CLAIMS": env_int("CALL_DIALER_MAX_CLAIMS", 3, env),
         "CALL_WEBHOOK_RETRY_FOR": env_int("CALL_WEBHOOK_RETRY_FOR", 86_400, env),
+        # The webhook worker (call_api/worker.py) and the SSRF rules (call_api/ssrf.py).
+        "CALL_WEBHOOK_TIMEOUT": env_float("CALL_WEBHOOK_TIMEOUT", 5, env),
+        "CALL_WEBHOOK_LEASE_SECONDS": env_float("CALL_WEBHOOK_LEASE_SECONDS", 60, env),
+        "CALL_WEBHOOK_BACKOFF_BASE": env_float("CALL_WEBHOOK_BACKOFF_BASE", 5, env),
+        "CALL_WEBHOOK_BACKOFF_MAX": env_float("CALL_WEBHOOK_BACKOFF_MAX", 3600, env),
+        "CALL_WEBHOOK_POLL_INTERVAL": env_float("CALL_WEBHOOK_POLL_INTERVAL", 0.5, env),
+        "CALL_WEBHOOK_BATCH": env_int("CALL_WEBHOOK_BATCH", 20, env),
+        # Unset: the default for APP_ENV, filled in by finalise; "none": no network at all.
+        "CALL_WEBHOOK_ALLOWED_NETWORKS": env_list("CALL_WEBHOOK_ALLOWED_NETWORKS", env) or None,
         "CALL_DEFAULT_REGION": env_str("CALL_DEFAULT_REGION", "", env) or None,
         "CALL_ALLOW_QUERY_TOKEN": env_bool("CALL_ALLOW_QUERY_TOKEN", True, env),
         "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
@@ -80,6 +90,7 @@ def finalise(cfg: dict[str, Any]) -> None:
     for name in ("CALL_DIALER_LEASE_SECONDS", "CALL_DIALER_MAX_CLAIMS", "CALL_WEBHOOK_RETRY_FOR"):
         if cfg[name] <= 0:
             raise ConfigError(f"{name} must be positive")
+    _check_webhook_settings(cfg)
     if cfg["CALL_REVOCATION_POLL_INTERVAL"] < 0:
         raise ConfigError("CALL_REVOCATION_POLL_INTERVAL must be 0 (off) or more")
     if cfg["CALL_REVOCATION_TIMEOUT"] <= 0:
@@ -113,3 +124,41 @@ def finalise(cfg: dict[str, Any]) -> None:
             not cfg["CALL_JWKS_URL"].startswith("https://"),
             "fetch keys over https:// (or set CALL_PUBLIC_KEY_FILE)",
         )
+
+
+MAX_WEBHOOK_BATCH = 200
+
+
+def _check_webhook_settings(cfg: dict[str, Any]) -> None:
+    """The worker's numbers, and ``CALL_WEBHOOK_ALLOWED_NETWORKS`` parsed into CIDR text.
+
+    The lease must outlast a delivery (the POST's timeout, once per resolved address it
+    tries, at most two): a lease that ran out mid-POST would let a second worker send the
+    same event at the same time.
+    """
+    from .ssrf import parse_networks
+
+    for name in (
+        "CALL_WEBHOOK_TIMEOUT",
+        "CALL_WEBHOOK_LEASE_SECONDS",
+        "CALL_WEBHOOK_BACKOFF_BASE",
+        "CALL_WEBHOOK_BACKOFF_MAX",
+        "CALL_WEBHOOK_POLL_INTERVAL",
+    ):
+        if not cfg[name] > 0:
+            raise ConfigError(f"{name} must be positive")
+    if cfg["CALL_WEBHOOK_BACKOFF_MAX"] < cfg["CALL_WEBHOOK_BACKOFF_BASE"]:
+        raise ConfigError("CALL_WEBHOOK_BACKOFF_MAX must be at least CALL_WEBHOOK_BACKOFF_BASE")
+    if cfg["CALL_WEBHOOK_LEASE_SECONDS"] <= 2 * cfg["CALL_WEBHOOK_TIMEOUT"]:
+        raise ConfigError(
+            "CALL_WEBHOOK_LEASE_SECONDS must be more than twice CALL_WEBHOOK_TIMEOUT "
+            "(a delivery must end before its lease does)"
+        )
+    if not 1 <= cfg["CALL_WEBHOOK_BATCH"] <= MAX_WEBHOOK_BATCH:
+        raise ConfigError(f"CALL_WEBHOOK_BATCH must be from 1 to {MAX_WEBHOOK_BATCH}")
+    cfg["CALL_WEBHOOK_ALLOWED_NETWORKS"] = [
+        str(network)
+        for network in parse_networks(
+            cfg.get("CALL_WEBHOOK_ALLOWED_NETWORKS"), cfg["APP_ENV"] == "production"
+        )
+    ]

@@ -25,6 +25,18 @@ def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def env_float(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    """A number of seconds and the like: ``0.5`` or ``5``; never NaN or infinite."""
+    raw = env_str(name, repr(default), environ)
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
 def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
     raw = env_str(name, "true" if default else "false", environ).strip().lower()
     if raw in {"1", "true", "yes", "on"}:

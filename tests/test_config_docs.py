@@ -17,7 +17,7 @@ PYTHON_SOURCES = [
 NAME = r"([A-Z][A-Z0-9_]+)"
 # Every way the code reads a variable by its literal name.
 PYTHON_READS = [
-    rf"env_(?:str|int|bool|list)\(\s*[\"']{NAME}[\"']",
+    rf"env_(?:str|int|bool|list|float)\(\s*[\"']{NAME}[\"']",
     rf"os\.environ\.get\(\s*[\"']{NAME}[\"']",
     rf"os\.environ\[\s*[\"']{NAME}[\"']\s*\]",
     rf"os\.getenv\(\s*[\"']{NAME}[\"']",
