@@ -38,6 +38,9 @@ MAX_IDEMPOTENCY_KEY = 255
 MAX_LIMIT = 10_000
 RING_TIMEOUT_DEFAULT = 30
 RING_TIMEOUT_MAX = 120
+# Seconds past an answered call's time_limit before the API ends it itself: the dialer's
+# own hang-up (``end_reason: remote``) normally comes first.
+TIME_LIMIT_GRACE = 5
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,8 @@ def transition(
         call.ringing_at = at
     elif target == lifecycle.IN_PROGRESS:
         call.answered_at = at
+        if call.time_limit:
+            call.talk_deadline = at + timedelta(seconds=call.time_limit + TIME_LIMIT_GRACE)
     if lifecycle.is_final(target):
         call.ended_at = at
         call.end_reason = end_reason or target
@@ -218,11 +223,22 @@ def _lost(call: Call, policy: Policy, now: datetime) -> None:
 
 
 def _settle_one(call: Call, policy: Policy, now: datetime) -> bool:
-    """End a live call that is overdue or whose dialer is gone; True if it changed."""
+    """End a live call that is overdue, past its own ``time_limit`` or whose dialer is gone;
+    True if it changed."""
     if call.status != "ongoing":
         return False
     if call.started_at <= _cutoff(policy, now):
         _expired(call, policy)
+        return True
+    if call.talk_deadline is not None and call.talk_deadline <= now:
+        transition(
+            call,
+            lifecycle.COMPLETED,
+            source="system",
+            policy=policy,
+            now=call.talk_deadline,
+            end_reason="time-limit",
+        )
         return True
     if call.lease_expires_at is not None and call.lease_expires_at <= now:
         state = call.state
@@ -234,12 +250,17 @@ def _settle_one(call: Call, policy: Policy, now: datetime) -> bool:
 def _expire_overdue(
     policy: Policy, now: datetime, subject: str | None = None, skip_locked: bool = False
 ) -> int:
-    """Settle live calls that are older than the maximum duration (``expired``) or whose
-    dialer lease lapsed (``dialer-lost``). Returns how many ended."""
+    """Settle live calls that are older than the maximum duration (``expired``), past their
+    ``time_limit`` (``time-limit``) or whose dialer lease lapsed (``dialer-lost``). Returns
+    how many ended."""
     cutoff = _cutoff(policy, now)
     overdue = select(Call).where(
         Call.status == "ongoing",
-        or_(Call.started_at <= cutoff, Call.lease_expires_at <= now),
+        or_(
+            Call.started_at <= cutoff,
+            Call.talk_deadline <= now,
+            Call.lease_expires_at <= now,
+        ),
     )
     if subject is not None:
         overdue = overdue.where(Call.subject == subject)

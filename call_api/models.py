@@ -88,6 +88,8 @@ class Call(db.Model):  # type: ignore[name-defined,misc]
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     time_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # answered_at + time_limit + a grace: past it the API completes the call itself.
+    talk_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ring_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status_callback: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     dialer_client: Mapped[str | None] = mapped_column(String(64), nullable=True)

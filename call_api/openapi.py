@@ -8,6 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app, has_app_context
+
+from .calls import RING_TIMEOUT_DEFAULT, RING_TIMEOUT_MAX
+from .dialer import MAX_BATCH, MAX_WAIT
+from .lifecycle import DIALER_EVENTS, STATES
+
+# Every end_reason a call may carry: the app's hang-up, an admin's force-end, expiry, what
+# the dialer reported (``lifecycle.DIALER_END_REASONS``) and a dialer that went away.
+END_REASONS = [
+    "hangup",
+    "admin",
+    "expired",
+    "remote",
+    "busy",
+    "no-answer",
+    "failed",
+    "dialer-lost",
+    "time-limit",
+]
+
 ERRORS = {
     "400": "Bad request: a parameter is missing or invalid (`invalid_request`, `invalid_number`).",
     "401": "Missing, expired, revoked or invalid access token (RFC 6750 `WWW-Authenticate`).",
@@ -39,10 +59,12 @@ def _ok(
     return out
 
 
-def _errors(*codes: str) -> dict[str, Any]:
+def _errors(*codes: str, **descriptions: str) -> dict[str, Any]:
+    """Error responses; ``descriptions`` (``e404="…"``) replace the generic wording."""
     out: dict[str, Any] = {}
     for code in codes:
-        out[code] = {"description": ERRORS[code], "content": _content(_ref("Error"))}
+        description = descriptions.get(f"e{code}", ERRORS[code])
+        out[code] = {"description": description, "content": _content(_ref("Error"))}
         if code in ("401", "403"):
             out[code]["headers"] = {
                 "WWW-Authenticate": {
@@ -81,9 +103,64 @@ TOKEN_CALL = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 64},
 }
 COMMON_AUTH_ERRORS = ("400", "401", "403", "406", "503")
+CLIENT_ID = {
+    "name": "client_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._~:-]{1,64}$"},
+    "description": "The OAuth client (app) whose status callbacks these are.",
+}
+EVENT_ID = {
+    "name": "event_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 40},
+    "description": "The event's `event_id` (`msg_…`, the `webhook-id` header of its POSTs).",
+}
+DIALER_SECURITY = [{"dialerClient": ["dialer"]}]
+ADMIN_SECURITY = [{"adminClient": ["admin"]}]
+DIALER_ERRORS = {
+    "e400": "Bad request: `dialer_id`, `event`, `max_calls` or `wait` is invalid "
+    "(`invalid_request`).",
+    "e403": "The token lacks the `dialer` scope, or was issued for a person rather than to "
+    "the dialer's own client (`insufficient_scope`).",
+}
+WEBHOOK_PUT = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {
+            "type": ["string", "null"],
+            "maxLength": 2048,
+            "examples": ["https://app.example.com/clickcall/status"],
+            "description": "Where this client's call events are POSTed (`null`: nowhere; "
+            "per-call `status_callback` URLs still work). Checked against SSRF: in "
+            "production https only, and no loopback, private, link-local or metadata "
+            "address unless `CALL_WEBHOOK_ALLOWED_NETWORKS` allows it.",
+        },
+        "rotate_secret": {
+            "type": "boolean",
+            "default": False,
+            "description": "Issue a new signing secret (the old one stops signing at once).",
+        },
+    },
+}
 
 
-def spec() -> dict[str, Any]:
+def spec(max_duration: int | None = None) -> dict[str, Any]:
+    """The document; ``max_duration`` (the bound of a call's ``time_limit``) is by default
+    the app's ``CALL_MAX_DURATION``."""
+    if max_duration is None:
+        max_duration = current_app.config["CALL_MAX_DURATION"] if has_app_context() else 14400
+    document = _document(max_duration)
+    for path, item in document["paths"].items():
+        if path.startswith("/admin/"):
+            for operation in item.values():
+                operation["security"] = ADMIN_SECURITY
+    return document
+
+
+def _document(max_duration: int) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -92,6 +169,10 @@ def spec() -> dict[str, Any]:
             "description": (
                 "Open, end, read and list call sessions for the user who authorized an app. "
                 "A user never has more ongoing calls than their limit, across all apps. "
+                "A call moves queued → ringing → in-progress → completed (or ends busy, "
+                "no-answer, failed, canceled or expired) as a dialer (a phone system, under "
+                "/dialer) reports it; each transition is an event delivered to the app as a "
+                "signed webhook (Standard Webhooks). "
                 "Tokens are RFC 9068 JWTs from the ClickCall authorization server; send them "
                 "as `Authorization: Bearer …` (also accepted: `Authentication: Bearer …`, or "
                 "an `access_token` query/form parameter)."
@@ -202,9 +283,10 @@ def spec() -> dict[str, Any]:
                             "required": False,
                             "schema": {
                                 "type": "string",
-                                "enum": ["ongoing", "ended", "all"],
+                                "enum": ["ongoing", "ended", "all", *STATES],
                                 "default": "all",
                             },
+                            "description": "ongoing, ended, all, or one lifecycle state.",
                         },
                         {
                             "name": "page",
@@ -276,6 +358,175 @@ def spec() -> dict[str, Any]:
                     },
                 },
             },
+            "/admin/calls/{token_call}/events": {
+                "get": {
+                    "summary": "A call's events (its history) with their webhook deliveries",
+                    "operationId": "adminCallEvents",
+                    "parameters": [TOKEN_CALL, FORMAT],
+                    "responses": {
+                        "200": _ok("The events, oldest first.", _ref("CallEvents")),
+                        **_errors(*COMMON_AUTH_ERRORS, "404"),
+                    },
+                },
+            },
+            "/admin/events/{event_id}/redeliver": {
+                "post": {
+                    "summary": "Deliver an event again (pending, due now, retry window restarted)",
+                    "operationId": "adminRedeliverEvent",
+                    "parameters": [EVENT_ID, FORMAT],
+                    "responses": {
+                        "202": _ok("The event, pending again.", _ref("CallEvent")),
+                        **_errors(
+                            *COMMON_AUTH_ERRORS,
+                            "404",
+                            "409",
+                            e404="No such event.",
+                            e409="The event has nowhere to go (no webhook URL), or a worker "
+                            "is delivering it right now.",
+                        ),
+                    },
+                },
+            },
+            "/admin/clients/{client_id}/webhook": {
+                "put": {
+                    "summary": "Register or change a client's status-callback URL",
+                    "operationId": "adminSetWebhook",
+                    "parameters": [CLIENT_ID, FORMAT],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": WEBHOOK_PUT},
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["url"],
+                                    "properties": {
+                                        "url": {
+                                            "type": "string",
+                                            "maxLength": 2048,
+                                            "description": "Empty: no URL.",
+                                        },
+                                        "rotate_secret": {
+                                            "type": "string",
+                                            "enum": ["true", "false"],
+                                        },
+                                    },
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "201": _ok(
+                            "Created, with its signing secret (shown this once).",
+                            _ref("WebhookEndpoint"),
+                        ),
+                        "200": _ok(
+                            "Updated (the secret only when rotated).", _ref("WebhookEndpoint")
+                        ),
+                        **_errors(
+                            *COMMON_AUTH_ERRORS,
+                            "413",
+                            "415",
+                            e400="Bad request: the URL is refused (scheme, SSRF) or a "
+                            "parameter is invalid (`invalid_request`).",
+                        ),
+                    },
+                },
+                "get": {
+                    "summary": "A client's status-callback URL (never its secret)",
+                    "operationId": "adminGetWebhook",
+                    "parameters": [CLIENT_ID, FORMAT],
+                    "responses": {
+                        "200": _ok("The endpoint (`secret` null).", _ref("WebhookEndpoint")),
+                        **_errors(
+                            *COMMON_AUTH_ERRORS, "404", e404="This client has no webhook endpoint."
+                        ),
+                    },
+                },
+                "delete": {
+                    "summary": "Forget a client's status-callback URL and secret",
+                    "operationId": "adminDeleteWebhook",
+                    "parameters": [CLIENT_ID, FORMAT],
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        **_errors(
+                            *COMMON_AUTH_ERRORS, "404", e404="This client has no webhook endpoint."
+                        ),
+                    },
+                },
+            },
+            "/dialer/poll": {
+                "post": {
+                    "summary": "A dialer claims queued calls and learns which of its calls ended",
+                    "description": "Renews the leases of the calls this (client, `dialer_id`) "
+                    "holds, reports once each of them that ended without the dialer (`ended`: "
+                    "drop them), and claims up to `max_calls` queued calls, oldest first, "
+                    "under a lease of `lease_seconds` (`CALL_DIALER_LEASE_SECONDS`). Replicas "
+                    "never claim the same call. A call whose lease lapses goes back to the "
+                    "queue while queued (up to `CALL_DIALER_MAX_CLAIMS` claims, then it "
+                    "fails), and ends `failed` (ringing) or `completed` (in-progress) with "
+                    "`end_reason: dialer-lost`. With `wait` the request is held until there "
+                    "is something to return (checked every 0.2 s).",
+                    "operationId": "dialerPoll",
+                    "security": DIALER_SECURITY,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("DialerPoll")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Claimed calls and ended ones (both may be empty).",
+                            "content": {"application/json": {"schema": _ref("DialerPollResult")}},
+                        },
+                        **_errors("400", "401", "403", "406", "413", "415", "503", **DIALER_ERRORS),
+                    },
+                },
+            },
+            "/dialer/calls/{token_call}/events": {
+                "post": {
+                    "summary": "A dialer reports what happened to a call it holds",
+                    "description": "Events are idempotent: a retry (an event already applied "
+                    "to this call) changes nothing and answers 200 with "
+                    "`Dialer-Event-Applied: false`. An event the state machine does not allow "
+                    "now is a 409 `invalid_transition` (say `answered` after the app hung up), "
+                    "a call this dialer no longer holds a 409 `lease_lost`: in both cases the "
+                    "dialer drops the call. A call this dialer client never claimed is a 404.",
+                    "operationId": "dialerEvent",
+                    "security": DIALER_SECURITY,
+                    "parameters": [TOKEN_CALL],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("DialerEvent")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The call after the event (lease renewed).",
+                            "headers": {
+                                "Dialer-Event-Applied": {
+                                    "schema": {"type": "string", "enum": ["true", "false"]},
+                                    "description": "false: a retry that changed nothing.",
+                                }
+                            },
+                            "content": {"application/json": {"schema": _ref("DialerCall")}},
+                        },
+                        **_errors(
+                            "400",
+                            "401",
+                            "403",
+                            "404",
+                            "406",
+                            "409",
+                            "413",
+                            "415",
+                            "503",
+                            e404="No such call among those this dialer client claimed.",
+                            e409="`invalid_transition` (with `state` and `requested`) or "
+                            "`lease_lost` (with `state`): drop the call.",
+                            **DIALER_ERRORS,
+                        ),
+                    },
+                },
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -340,6 +591,29 @@ def spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "adminClient": {
+                    "type": "oauth2",
+                    "description": "An operator's own client (client_credentials), scope "
+                    "`admin`; the token is sent as `Authorization: Bearer …`.",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": "http://127.0.0.1:8888/oauth/token",
+                            "scopes": {"admin": "The admin interface."},
+                        }
+                    },
+                },
+                "dialerClient": {
+                    "type": "oauth2",
+                    "description": "A phone system's own client (client_credentials only), "
+                    "scope `dialer`; a token issued for a person is refused even with that "
+                    "scope. Sent as `Authorization: Bearer …`.",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": "http://127.0.0.1:8888/oauth/token",
+                            "scopes": {"dialer": "Claim calls and report their events."},
+                        }
+                    },
+                },
             },
             "schemas": {
                 "NewCall": {
@@ -354,7 +628,28 @@ def spec() -> dict[str, Any]:
                                 "no letters or extension). In a form body encode + as %2B. "
                                 "Stored as E.164."
                             ),
-                        }
+                        },
+                        "time_limit": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": max_duration,
+                            "description": "Seconds of talk at most (the dialer hangs up "
+                            "then); default and upper bound `CALL_MAX_DURATION`.",
+                        },
+                        "ring_timeout": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": RING_TIMEOUT_MAX,
+                            "default": RING_TIMEOUT_DEFAULT,
+                            "description": "Seconds the phone may ring before the call ends "
+                            "`no-answer`.",
+                        },
+                        "status_callback": {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "description": "A URL that receives this call's signed status "
+                            "events instead of the client's registered one (same SSRF rules).",
+                        },
                     },
                 },
                 "EndCall": {
@@ -381,17 +676,228 @@ def spec() -> dict[str, Any]:
                         "end_reason",
                         "client_id",
                         "subject",
+                        "state",
+                        "ringing_at",
+                        "answered_at",
+                        "time_limit",
+                        "ring_timeout",
+                        "status_callback",
                     ],
                     "properties": {
                         "token_call": {"type": "string"},
                         "number": {"type": "string", "pattern": "^\\+[1-9][0-9]{1,14}$"},
-                        "status": {"type": "string", "enum": ["ongoing", "ended"]},
+                        "status": {
+                            "type": "string",
+                            "enum": ["ongoing", "ended"],
+                            "description": "`ongoing` while the call is live (queued, ringing "
+                            "or in-progress), then `ended`.",
+                        },
                         "started_at": {"type": "string", "format": "date-time"},
                         "ended_at": {"type": ["string", "null"], "format": "date-time"},
-                        "duration": {"type": ["integer", "null"], "minimum": 0},
-                        "end_reason": {"enum": ["hangup", "admin", "expired", None]},
+                        "duration": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "description": "Seconds from the answer to the end (0 if never "
+                            "answered); null while live.",
+                        },
+                        "end_reason": {"enum": [*END_REASONS, None]},
                         "client_id": {"type": "string"},
                         "subject": {"type": "string"},
+                        "state": _ref("CallState"),
+                        "ringing_at": {"type": ["string", "null"], "format": "date-time"},
+                        "answered_at": {"type": ["string", "null"], "format": "date-time"},
+                        "time_limit": {
+                            "type": ["integer", "null"],
+                            "minimum": 1,
+                            "description": "Seconds of talk at most (null: a call made "
+                            "before calls had one).",
+                        },
+                        "ring_timeout": {"type": ["integer", "null"], "minimum": 1},
+                        "status_callback": {"type": ["string", "null"]},
+                    },
+                },
+                "CallState": {
+                    "type": "string",
+                    "enum": list(STATES),
+                    "description": "queued → ringing → in-progress → completed, or ended busy, "
+                    "no-answer, failed, canceled (hung up before the answer) or expired. "
+                    "queued, ringing and in-progress count against the user's limit.",
+                },
+                "DialerCall": {
+                    "description": "A call as its dialer sees it: the call and its lease.",
+                    "allOf": [
+                        _ref("Call"),
+                        {
+                            "type": "object",
+                            "required": ["dialer_id", "lease_expires_at", "claims"],
+                            "properties": {
+                                "dialer_id": {"type": ["string", "null"]},
+                                "lease_expires_at": {
+                                    "type": ["string", "null"],
+                                    "format": "date-time",
+                                    "description": "Until when this dialer holds the call "
+                                    "(renewed by each poll and event); null once ended.",
+                                },
+                                "claims": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    ],
+                },
+                "DialerPoll": {
+                    "type": "object",
+                    "required": ["dialer_id"],
+                    "properties": {
+                        "dialer_id": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                            "description": "This replica's name (a lease is held by the "
+                            "client and this id).",
+                        },
+                        "max_calls": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_BATCH,
+                            "default": 1,
+                            "description": "Queued calls to claim at most (0: only renew "
+                            "leases and learn of ended calls).",
+                        },
+                        "wait": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": MAX_WAIT,
+                            "default": 0,
+                            "description": "Seconds to hold the request open until there is "
+                            "something to return (a long poll).",
+                        },
+                    },
+                },
+                "DialerPollResult": {
+                    "type": "object",
+                    "required": ["dialer_id", "lease_seconds", "calls", "ended"],
+                    "properties": {
+                        "dialer_id": {"type": "string"},
+                        "lease_seconds": {"type": "integer", "minimum": 1},
+                        "calls": {"type": "array", "items": _ref("DialerCall")},
+                        "ended": {
+                            "type": "array",
+                            "description": "Calls this dialer holds that ended without it (the "
+                            "app hung up, an admin ended them, they expired): drop them. Each "
+                            "is reported once.",
+                            "items": {
+                                "type": "object",
+                                "required": ["token_call", "state", "end_reason"],
+                                "properties": {
+                                    "token_call": {"type": "string"},
+                                    "state": _ref("CallState"),
+                                    "end_reason": {"enum": [*END_REASONS, None]},
+                                },
+                            },
+                        },
+                    },
+                },
+                "DialerEvent": {
+                    "type": "object",
+                    "required": ["dialer_id", "event"],
+                    "properties": {
+                        "dialer_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                        "event": {
+                            "type": "string",
+                            "enum": list(DIALER_EVENTS),
+                            "description": "ringing → ringing, answered → in-progress, busy, "
+                            "no-answer, failed, hangup → completed.",
+                        },
+                    },
+                },
+                "WebhookEndpoint": {
+                    "type": "object",
+                    "required": ["client_id", "url", "secret", "created_at", "updated_at"],
+                    "properties": {
+                        "client_id": {"type": "string"},
+                        "url": {"type": ["string", "null"]},
+                        "secret": {
+                            "type": ["string", "null"],
+                            "pattern": "^whsec_",
+                            "description": "The signing secret, only in the answer that "
+                            "created or rotated it (else null): keep it.",
+                        },
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "CallEvents": {
+                    "type": "object",
+                    "required": ["token_call", "events"],
+                    "properties": {
+                        "token_call": {"type": "string"},
+                        "events": {"type": "array", "items": _ref("CallEvent")},
+                    },
+                },
+                "CallEvent": {
+                    "type": "object",
+                    "description": "One transition of a call and the delivery of its webhook.",
+                    "required": [
+                        "event_id",
+                        "type",
+                        "source",
+                        "created_at",
+                        "url",
+                        "delivery",
+                        "attempts",
+                        "next_attempt_at",
+                        "delivered_at",
+                        "last_status",
+                        "last_error",
+                        "payload",
+                        "attempt_log",
+                    ],
+                    "properties": {
+                        "event_id": {"type": "string"},
+                        "type": {"type": "string", "enum": [f"call.{s}" for s in STATES]},
+                        "source": {"type": "string", "enum": ["app", "dialer", "admin", "system"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "url": {"type": ["string", "null"]},
+                        "delivery": {
+                            "type": "string",
+                            "enum": ["pending", "delivered", "failed", "none"],
+                            "description": "none: no URL was registered when it happened.",
+                        },
+                        "attempts": {"type": "integer", "minimum": 0},
+                        "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+                        "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+                        "last_status": {"type": ["integer", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                        "payload": _ref("WebhookPayload"),
+                        "attempt_log": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "attempted_at",
+                                    "worker",
+                                    "status_code",
+                                    "error",
+                                    "duration_ms",
+                                ],
+                                "properties": {
+                                    "attempted_at": {"type": "string", "format": "date-time"},
+                                    "worker": {"type": "string"},
+                                    "status_code": {"type": ["integer", "null"]},
+                                    "error": {"type": ["string", "null"]},
+                                    "duration_ms": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
+                    },
+                },
+                "WebhookPayload": {
+                    "type": "object",
+                    "description": "The body POSTed to the app, signed per Standard Webhooks "
+                    "(`webhook-id`, `webhook-timestamp`, `webhook-signature`).",
+                    "required": ["type", "timestamp", "data"],
+                    "properties": {
+                        "type": {"type": "string", "enum": [f"call.{s}" for s in STATES]},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "data": _ref("Call"),
                     },
                 },
                 "CallList": {
@@ -404,7 +910,7 @@ def spec() -> dict[str, Any]:
                     "required": ["subject", "status", "page", "per_page", "total", "next", "calls"],
                     "properties": {
                         "subject": {"type": "string"},
-                        "status": {"type": "string", "enum": ["ongoing", "ended", "all"]},
+                        "status": {"type": "string", "enum": ["ongoing", "ended", "all", *STATES]},
                         "page": {"type": "integer"},
                         "per_page": {"type": "integer"},
                         "total": {"type": "integer"},
@@ -437,6 +943,15 @@ def spec() -> dict[str, Any]:
                         "error_description": {"type": "string"},
                         "max_ongoing": {"type": "integer"},
                         "ongoing": {"type": "integer"},
+                        "state": {
+                            "type": "string",
+                            "description": "`invalid_transition`, `lease_lost`: the call's "
+                            "state now.",
+                        },
+                        "requested": {
+                            "type": "string",
+                            "description": "`invalid_transition`: the state asked for.",
+                        },
                     },
                 },
                 "Health": {

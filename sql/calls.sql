@@ -39,5 +39,92 @@ CREATE INDEX ix_calls_subject_status ON calls (subject, status, started_at);
 
 INSERT INTO alembic_version (version_num) VALUES ('529cd8ba0348') RETURNING alembic_version.version_num;
 
+-- Running upgrade 529cd8ba0348 -> 6a1f0c2d7e11
+
+ALTER TABLE calls ADD COLUMN state VARCHAR(12) DEFAULT 'queued' NOT NULL;
+
+ALTER TABLE calls ADD COLUMN ringing_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE calls ADD COLUMN answered_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE calls ADD COLUMN time_limit INTEGER;
+
+ALTER TABLE calls ADD COLUMN talk_deadline TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE calls ADD COLUMN ring_timeout INTEGER;
+
+ALTER TABLE calls ADD COLUMN status_callback VARCHAR(2048);
+
+ALTER TABLE calls ADD COLUMN dialer_client VARCHAR(64);
+
+ALTER TABLE calls ADD COLUMN dialer_id VARCHAR(128);
+
+ALTER TABLE calls ADD COLUMN lease_expires_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE calls ADD COLUMN claims INTEGER DEFAULT '0' NOT NULL;
+
+ALTER TABLE calls ALTER COLUMN end_reason TYPE VARCHAR(16);
+
+CREATE INDEX ix_calls_state_lease ON calls (state, lease_expires_at);
+
+UPDATE calls SET state = 'in-progress', answered_at = started_at WHERE status = 'ongoing';
+
+UPDATE calls SET answered_at = started_at, state = CASE end_reason WHEN 'admin' THEN 'canceled' WHEN 'expired' THEN 'expired' ELSE 'completed' END WHERE status = 'ended';
+
+CREATE TABLE call_events (
+    id SERIAL NOT NULL, 
+    event_id VARCHAR(40) NOT NULL, 
+    call_id INTEGER NOT NULL, 
+    client_id VARCHAR(64) NOT NULL, 
+    type VARCHAR(32) NOT NULL, 
+    source VARCHAR(10) NOT NULL, 
+    dialer_event VARCHAR(16), 
+    payload TEXT NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    url VARCHAR(2048), 
+    delivery VARCHAR(10) NOT NULL, 
+    attempts INTEGER NOT NULL, 
+    next_attempt_at TIMESTAMP WITH TIME ZONE, 
+    retry_until TIMESTAMP WITH TIME ZONE, 
+    locked_by VARCHAR(64), 
+    locked_until TIMESTAMP WITH TIME ZONE, 
+    delivered_at TIMESTAMP WITH TIME ZONE, 
+    last_status INTEGER, 
+    last_error VARCHAR(500), 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(call_id) REFERENCES calls (id) ON DELETE CASCADE, 
+    UNIQUE (event_id)
+);
+
+CREATE INDEX ix_call_events_call ON call_events (call_id, id);
+
+CREATE INDEX ix_call_events_due ON call_events (delivery, next_attempt_at);
+
+CREATE TABLE webhook_endpoints (
+    client_id VARCHAR(64) NOT NULL, 
+    url VARCHAR(2048), 
+    secret VARCHAR(100) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (client_id)
+);
+
+CREATE TABLE webhook_attempts (
+    id SERIAL NOT NULL, 
+    event_id INTEGER NOT NULL, 
+    attempted_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    worker VARCHAR(64) NOT NULL, 
+    url VARCHAR(2048) NOT NULL, 
+    status_code INTEGER, 
+    error VARCHAR(500), 
+    duration_ms INTEGER NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(event_id) REFERENCES call_events (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_webhook_attempts_event ON webhook_attempts (event_id, id);
+
+UPDATE alembic_version SET version_num='6a1f0c2d7e11' WHERE alembic_version.version_num = '529cd8ba0348';
+
 COMMIT;
 

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request, url_for
 
 from shared.errors import InvalidRequest
 
-from .. import calls
+from .. import calls, lifecycle
 from ..auth import require_token
 from ..render import respond
 from .params import body, int_arg, parse_integer
@@ -15,6 +15,8 @@ from .rest import policy
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 MAX_SUBJECT = 255
+# ``status`` of a user's call list: the original's two values, every call, or one state.
+STATUS_FILTERS = ("ongoing", "ended", "all", *lifecycle.STATES)
 
 
 def _subject(sub: str) -> str:
@@ -32,11 +34,14 @@ def _summary(sub: str) -> dict[str, object]:
 @bp.get("/users/<path:sub>/calls")
 @require_token("admin")
 def user_calls(sub: str) -> Response:
-    """A user's calls, newest first, paginated; ``status`` = ongoing | ended | all."""
+    """A user's calls, newest first, paginated; ``status`` = ongoing | ended | all, or a
+    lifecycle state (queued, ringing, in-progress, completed, …)."""
     sub = _subject(sub)
     status = request.args.get("status", "all")
-    if status not in ("ongoing", "ended", "all"):
-        raise InvalidRequest("status must be ongoing, ended or all.")
+    if status not in STATUS_FILTERS:
+        raise InvalidRequest(
+            f"status must be ongoing, ended, all or a call state ({', '.join(lifecycle.STATES)})."
+        )
     page = int_arg("page", 1, 1, 1_000_000)
     per_page = int_arg("per_page", 20, 1, 100)
     rows, total = calls.list_calls(sub, policy(), status, page, per_page)

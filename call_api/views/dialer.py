@@ -32,8 +32,14 @@ def poll() -> Response:
     """
     data = body()
     dialer_id = dialer.check_dialer_id(data.get("dialer_id"))
-    max_calls = int(_number(data, "max_calls", 1, dialer.MAX_BATCH))
-    if data.get("max_calls", 1) != max_calls:
+    max_calls = data.get("max_calls", 1)
+    if isinstance(max_calls, float) and max_calls.is_integer():
+        max_calls = int(max_calls)  # an integer in JSON Schema's sense: 2.0 is 2, 2.5 is not
+    if (
+        isinstance(max_calls, bool)
+        or not isinstance(max_calls, int)
+        or not 0 <= max_calls <= dialer.MAX_BATCH
+    ):
         raise InvalidRequest(f"'max_calls' must be an integer from 0 to {dialer.MAX_BATCH}.")
     wait = _number(data, "wait", 0, dialer.MAX_WAIT)
     pol = policy()

@@ -5,6 +5,9 @@
 - ``forge(...)``: a token built here with PyJWT, by default signed with the auth server's
   real private key and carrying every claim the auth server puts in, so a test can change
   exactly one thing and see that one thing refused.
+- ``dialer_token`` / ``dialer``: a forged client_credentials token with scope ``dialer``
+  (client ``dialer-1``) and a ``helpers.Dialer`` (``sim-1``) using it on ``api``;
+  ``dialer_token_for(client_id)`` forges one for another dialer client.
 - ``make_call_app(**config)``: a second call API app on the same (already prepared, emptied)
   database with different settings.
 """
@@ -18,8 +21,9 @@ from typing import Any
 import jwt
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
-from tests.call_api.helpers import DROP, good_claims
+from tests.call_api.helpers import DROP, Dialer, good_claims
 from tests.conftest import ClientInfo, Databases, Flow, UserInfo, call_config
 
 
@@ -72,6 +76,27 @@ def forge(signing_key: Any) -> Callable[..., str]:
         )
 
     return _forge
+
+
+@pytest.fixture
+def dialer_token_for(forge: Callable[..., str]) -> Callable[[str], str]:
+    """A token as the auth server issues to a dialer's own client (client_credentials:
+    ``sub`` is the client, no ``username``), scope ``dialer``."""
+
+    def _token(client_id: str) -> str:
+        return forge(good_claims(scope="dialer", sub=client_id, client_id=client_id, username=None))
+
+    return _token
+
+
+@pytest.fixture
+def dialer_token(dialer_token_for: Callable[[str], str]) -> str:
+    return dialer_token_for("dialer-1")
+
+
+@pytest.fixture
+def dialer(api: FlaskClient, dialer_token: str) -> Dialer:
+    return Dialer(api, dialer_token, "sim-1")
 
 
 @pytest.fixture

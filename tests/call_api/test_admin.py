@@ -251,6 +251,36 @@ def test_user_calls_status_filter_and_defaults(api, admin_token, user, five_call
     assert (r.status_code, r.json["calls"], r.json["total"], r.json["next"]) == (200, [], 5, None)
 
 
+def test_user_calls_filter_by_state(api, admin_token, user, five_calls):
+    """status may also be a lifecycle state: the three live calls are queued, the two hung
+    up before an answer are canceled; a state no call is in gives an empty page."""
+    base = f"/admin/users/{user.id}/calls"
+    expected = {
+        "queued": five_calls[0:3],
+        "canceled": five_calls[3:5],
+        "completed": [],
+        "in-progress": [],
+    }
+    for state, rows in expected.items():
+        r = api.get(f"{base}?status={state}&per_page=2", headers=bearer(admin_token))
+        assert r.status_code == 200, r.get_data(as_text=True)
+        assert r.json == {
+            "subject": user.id,
+            "status": state,
+            "page": 1,
+            "per_page": 2,
+            "total": len(rows),
+            "next": f"{base}?status={state}&page=2&per_page=2" if len(rows) > 2 else None,
+            "calls": rows[:2],
+        }
+
+
+BAD_STATUS = (
+    "status must be ongoing, ended, all or a call state (queued, ringing, in-progress, "
+    "completed, busy, no-answer, failed, canceled, expired)."
+)
+
+
 @pytest.mark.parametrize(
     "query, description",
     [
@@ -261,9 +291,11 @@ def test_user_calls_status_filter_and_defaults(api, admin_token, user, five_call
         ("page=-3", "'page' must be from 1 to 1000000."),
         ("page=1.5", "'page' must be an integer."),
         ("page=", "'page' must be an integer."),
-        ("status=bogus", "status must be ongoing, ended or all."),
-        ("status=", "status must be ongoing, ended or all."),
-        ("status=ONGOING", "status must be ongoing, ended or all."),
+        ("status=bogus", BAD_STATUS),
+        ("status=", BAD_STATUS),
+        ("status=ONGOING", BAD_STATUS),
+        ("status=in_progress", BAD_STATUS),
+        ("status=Queued", BAD_STATUS),
     ],
 )
 def test_user_calls_bad_parameters(api, admin_token, user, query, description):

@@ -8,7 +8,7 @@ import pytest
 from tests.call_api.helpers import NUMBER
 from tests.conftest import bearer
 
-SCOPES = {"rest": "call", "admin": "admin"}
+SCOPES = {"rest": "call", "admin": "admin", "webhooks": "admin", "dialer": "dialer"}
 
 
 def test_every_rest_and_admin_view_requires_its_scope(call_app):

@@ -172,8 +172,8 @@ MAX_DURATION = 60  # small, yet far longer than any test takes: no call expires 
 
 
 def test_overdue_call_reads_as_expired(make_call_app, user_token, user, web_client):
-    """A call older than CALL_MAX_DURATION reads as ended/expired, ended at start + maximum,
-    in GET one, and leaves the ongoing list."""
+    """A call older than CALL_MAX_DURATION reads as ended/expired (state expired), ended at
+    start + maximum, in GET one, and leaves the ongoing list."""
     app = make_call_app(CALL_MAX_DURATION=MAX_DURATION)
     api = app.test_client()
     old = start(api, user_token, NUMBER)
@@ -187,8 +187,9 @@ def test_overdue_call_reads_as_expired(make_call_app, user_token, user, web_clie
         "status": "ended",
         "started_at": "2020-01-02T03:04:05.678Z",
         "ended_at": "2020-01-02T03:05:05.678Z",
-        "duration": MAX_DURATION,
+        "duration": 0,  # counted from the answer: never answered
         "end_reason": "expired",
+        "state": "expired",
     }
     expired = r.json
     assert api.get("/rest/call", headers=bearer(user_token)).json == {"calls": [young]}
@@ -230,8 +231,9 @@ def test_put_on_an_overdue_call_records_expiry_not_hangup(make_call_app, user_to
         "status": "ended",
         "started_at": "2020-01-02T03:04:05.678Z",
         "ended_at": "2020-01-02T03:05:05.678Z",
-        "duration": MAX_DURATION,
+        "duration": 0,  # counted from the answer: never answered
         "end_reason": "expired",
+        "state": "expired",
     }
 
 
@@ -261,12 +263,15 @@ def test_expire_calls_cli(make_call_app, auth_app, mint, web_client, user_token,
 
     db = app.extensions["sqlalchemy"]
     with app.app_context():
-        rows = {c.token_call: (c.status, c.end_reason) for c in db.session.scalars(select(Call))}
+        rows = {
+            c.token_call: (c.status, c.state, c.end_reason)
+            for c in db.session.scalars(select(Call))
+        }
     assert rows == {
-        a_old["token_call"]: ("ended", "expired"),
-        a_young["token_call"]: ("ongoing", None),
-        b_old["token_call"]: ("ended", "expired"),
+        a_old["token_call"]: ("ended", "expired", "expired"),
+        a_young["token_call"]: ("ongoing", "queued", None),
+        b_old["token_call"]: ("ended", "expired", "expired"),
     }
     r = api.get(f"/rest/call?token_call={b_old['token_call']}", headers=bearer(bob_token))
     assert r.json["ended_at"] == "2019-12-03T03:05:05.678Z"
-    assert r.json["duration"] == MAX_DURATION
+    assert (r.json["state"], r.json["duration"]) == ("expired", 0)  # never answered

@@ -50,6 +50,41 @@ def test_validator_would_catch_a_broken_document(api):
         validate(document)
 
 
+def test_dialer_and_webhook_operations_are_specified(api, make_call_app):
+    """The dialer endpoints need the dialer client's scope (an OAuth2 client-credentials
+    scheme with scope dialer), the webhook admin endpoints the admin scope; a call's
+    lifecycle state is an enum of the nine states, and time_limit is bounded by this
+    service's CALL_MAX_DURATION."""
+    document = api.get("/openapi.json").json
+    flows = document["components"]["securitySchemes"]["dialerClient"]["flows"]
+    assert list(flows["clientCredentials"]["scopes"]) == ["dialer"]
+    for path in ("/dialer/poll", "/dialer/calls/{token_call}/events"):
+        assert document["paths"][path]["post"]["security"] == [{"dialerClient": ["dialer"]}]
+    for path, method in [
+        ("/admin/clients/{client_id}/webhook", "put"),
+        ("/admin/clients/{client_id}/webhook", "get"),
+        ("/admin/clients/{client_id}/webhook", "delete"),
+        ("/admin/calls/{token_call}/events", "get"),
+        ("/admin/events/{event_id}/redeliver", "post"),
+    ]:
+        assert document["paths"][path][method]["security"] == [{"adminClient": ["admin"]}]
+    schemas = document["components"]["schemas"]
+    assert schemas["CallState"]["enum"] == [
+        "queued",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "no-answer",
+        "failed",
+        "canceled",
+        "expired",
+    ]
+    assert schemas["NewCall"]["properties"]["time_limit"]["maximum"] == 14400
+    short = make_call_app(CALL_MAX_DURATION=600).test_client().get("/openapi.json").json
+    assert short["components"]["schemas"]["NewCall"]["properties"]["time_limit"]["maximum"] == 600
+
+
 def _routes(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
@@ -98,7 +133,7 @@ def test_every_operation_documents_its_errors(api):
                 )
 
 
-def _run_operation(operation, token: str, max_examples: int) -> int:
+def _run_operation(operation, token: str, max_examples: int, prepare=None) -> int:
     seen = {"n": 0}
 
     @settings(
@@ -109,6 +144,8 @@ def _run_operation(operation, token: str, max_examples: int) -> int:
     )
     @given(case=operation.as_strategy(headers={"Authorization": f"Bearer {token}"}))
     def check(case) -> None:
+        if prepare is not None:
+            prepare(case, seen["n"])
         response = case.call()
         case.validate_response(response, checks=CHECKS)
         seen["n"] += 1
@@ -117,14 +154,80 @@ def _run_operation(operation, token: str, max_examples: int) -> int:
     return seen["n"]
 
 
-def test_live_app_conforms_to_its_document(call_app, api, user_token, admin_token, user):
+LOOPBACK_HOOK = "http://127.0.0.1:9/clickcall-hook"
+
+
+class Seeds:
+    """Real objects that generated requests are pointed at on every other example, so the
+    fuzzing reaches their success paths (and not only 404s): a call a dialer holds, a call's
+    events, an event to redeliver, a client's webhook endpoint."""
+
+    def __init__(self, held_call: str, event_call: str, event_id: str, client_id: str) -> None:
+        self.held_call = held_call
+        self.event_call = event_call
+        self.event_id = event_id
+        self.client_id = client_id
+
+    def prepare(self, case, n: int) -> None:
+        body = case.body if isinstance(case.body, dict) else {}
+        label = f"{case.operation.method.upper()} {case.operation.path}"
+        # Never a real DNS lookup: a generated URL that the SSRF check would resolve goes to
+        # loopback (allowed in development) instead.
+        for name in ("url", "status_callback"):
+            if isinstance(body.get(name), str) and body[name]:
+                body[name] = LOOPBACK_HOOK
+        if label == "POST /dialer/poll":
+            body["wait"] = 0  # a long poll with nothing to say would hold for up to 25 s
+        if n % 2:
+            return
+        if label == "POST /dialer/calls/{token_call}/events":
+            case.path_parameters["token_call"] = self.held_call
+            body["dialer_id"] = "sim-1"
+        elif label == "GET /admin/calls/{token_call}/events":
+            case.path_parameters["token_call"] = self.event_call
+        elif label == "POST /admin/events/{event_id}/redeliver":
+            case.path_parameters["event_id"] = self.event_id
+        elif case.operation.path == "/admin/clients/{client_id}/webhook":
+            case.path_parameters["client_id"] = self.client_id
+
+
+def _token_for(path: str, user_token: str, admin_token: str, dialer_token: str) -> str:
+    if path.startswith("/admin"):
+        return admin_token
+    if path.startswith("/dialer"):
+        return dialer_token
+    return user_token
+
+
+def test_live_app_conforms_to_its_document(
+    call_app, api, user_token, admin_token, dialer_token, dialer, user, web_client
+):
     """Schemathesis drives every operation with generated valid inputs (user token for /rest,
-    admin token for /admin): no 5xx, only documented statuses and content types, and bodies
-    matching their schemas."""
-    # Some real calls (one ended) so that reads and lists have something to return.
+    admin token for /admin, a dialer client's token for /dialer): no 5xx, only documented
+    statuses and content types, and bodies matching their schemas."""
+    # The app's webhook URL, so that events have somewhere to go (redelivery is possible).
+    r = api.put(
+        f"/admin/clients/{web_client.client_id}/webhook",
+        json={"url": LOOPBACK_HOOK},
+        headers=bearer(admin_token),
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    # Some real calls (one ended, one held by a dialer) so that reads and lists have
+    # something to return.
     ended = start(api, user_token, NUMBER)
     api.put("/rest/call", data={"token_call": ended["token_call"]}, headers=bearer(user_token))
-    start(api, user_token, OTHER_NUMBER)
+    held = start(api, user_token, OTHER_NUMBER)
+    [claimed] = dialer.claim()
+    assert claimed["token_call"] == held["token_call"]
+    dialer.event(held["token_call"], "ringing")
+    events = api.get(f"/admin/calls/{ended['token_call']}/events", headers=bearer(admin_token))
+    assert events.status_code == 200, events.get_data(as_text=True)
+    seeds = Seeds(
+        held["token_call"],
+        ended["token_call"],
+        events.json["events"][-1]["event_id"],
+        web_client.client_id,
+    )
 
     schema = schemathesis.openapi.from_wsgi("/openapi.json", call_app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -136,9 +239,11 @@ def test_live_app_conforms_to_its_document(call_app, api, user_token, admin_toke
         for path, method in _described(document)
         if path != "/openapi.json"
     )
+    assert "POST /dialer/poll" in labels and "PUT /admin/clients/{client_id}/webhook" in labels
     for operation in operations:
-        token = admin_token if operation.path.startswith("/admin") else user_token
-        assert _run_operation(operation, token, max_examples=MAX_EXAMPLES) > 0, operation.label
+        token = _token_for(operation.path, user_token, admin_token, dialer_token)
+        count = _run_operation(operation, token, MAX_EXAMPLES, seeds.prepare)
+        assert count > 0, operation.label
 
 
 def test_conformance_checks_can_fail(call_app, user_token):

@@ -116,6 +116,8 @@ def test_token_in_two_places_is_400(api, call_app, user_token, where):
         ("put", "/rest/call"),
         ("get", "/admin/users/someone"),
         ("post", "/admin/calls/abc/end"),
+        ("post", "/dialer/poll"),
+        ("post", "/dialer/calls/abc/events"),
     ],
 )
 def test_missing_token_is_401_with_bare_challenge(api, method, path):

@@ -394,7 +394,7 @@ def call_from_xml(element: ET.Element) -> dict[str, Any]:
     out = {}
     for child in element:
         value = xml_to_dict(child)
-        if child.tag == "duration" and value is not None:
+        if child.tag in ("duration", "time_limit", "ring_timeout") and value is not None:
             value = int(value)
         out[child.tag] = value
     return out

@@ -27,6 +27,7 @@ def upgrade():
         batch_op.add_column(sa.Column("ringing_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("time_limit", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("talk_deadline", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("ring_timeout", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("status_callback", sa.String(length=2048), nullable=True))
         batch_op.add_column(sa.Column("dialer_client", sa.String(length=64), nullable=True))
@@ -131,6 +132,7 @@ def downgrade():
             "dialer_client",
             "status_callback",
             "ring_timeout",
+            "talk_deadline",
             "time_limit",
             "answered_at",
             "ringing_at",
