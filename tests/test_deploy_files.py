@@ -146,7 +146,7 @@ def healthcheck_command(service: dict[str, Any]) -> list[str]:
 
 
 _READERS = [
-    r"env_(?:str|int|bool|list)\(\s*['\"]([A-Z][A-Z0-9_]*)['\"]",
+    r"env_(?:str|int|bool|list|float)\(\s*['\"]([A-Z][A-Z0-9_]*)['\"]",
     r"environ\.get\(\s*['\"]([A-Z][A-Z0-9_]*)['\"]",
     r"environ\[\s*['\"]([A-Z][A-Z0-9_]*)['\"]\s*\]",
     r"['\"]([A-Z][A-Z0-9_]*)['\"]\s+(?:not\s+)?in\s+os\.environ",
@@ -272,9 +272,9 @@ def tool(name: str) -> str | None:
 # --------------------------------------------------------------------------- compose
 
 
-def test_compose_has_the_three_services(compose):
+def test_compose_has_the_services(compose):
     services = compose["services"]
-    assert set(services) == {"db", "auth", "call"}
+    assert set(services) == {"db", "auth", "call", "worker"}
     assert services["db"]["image"] == "postgres:15"
     for name in APP_SERVICES:
         service = services[name]
@@ -283,6 +283,21 @@ def test_compose_has_the_three_services(compose):
         assert (build if isinstance(build, str) else build.get("context", ".")) == "."
     assert services["auth"]["image"] == services["call"]["image"]
     assert services["auth"]["command"] != services["call"]["command"]
+
+
+def test_compose_worker_delivers_the_call_apis_outbox(compose):
+    """The webhook worker: the call API's image and database, started after `call` migrated."""
+    services = compose["services"]
+    worker = services["worker"]
+    assert worker["image"] == services["call"]["image"]
+    assert worker["command"] == ["call-api", "worker"]
+    assert "ports" not in worker
+    env, call = service_env(compose, "worker"), service_env(compose, "call")
+    assert env["CALL_DATABASE_URL"] == call["CALL_DATABASE_URL"]
+    assert env["APP_ENV"] == call["APP_ENV"]
+    assert set(env) <= read_by_service("call"), "the worker reads the call API's settings"
+    assert worker["depends_on"]["call"] == {"condition": "service_healthy"}
+    assert worker["read_only"] is True
 
 
 def test_compose_every_interpolation_has_a_default():
@@ -437,6 +452,9 @@ def test_healthchecks(compose):
         assert command[:3] == ["CMD", "python", "-c"], name
         compile(command[3], f"<{name} healthcheck>", "exec")
     for name, service in services.items():
+        if name == "worker":  # no port to ask: compose restarts it if the process exits
+            assert "healthcheck" not in service and service["restart"] == "unless-stopped"
+            continue
         check = service["healthcheck"]
         assert {"interval", "timeout", "retries"} <= set(check), name
 
