@@ -1,4 +1,5 @@
-"""Development demo data: a user, a web app client and an admin client with known secrets.
+"""Development demo data: a user, a web app client and an admin client with known secrets,
+and the simulator dialer's client (a new secret at every start, never stored in plain).
 
 Only for ``make run`` on a development machine; refused with ``APP_ENV=production``.
 """
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from shared.config import ConfigError
 
 from .accounts import create_user
-from .clients import create_client
+from .clients import create_client, rotate_secret
 from .extensions import db
 from .models import Client, User
 
@@ -19,11 +20,16 @@ DEMO_USER = ("demo", "demo-password")
 DEMO_CLIENT = ("demo-app", "demo-secret")
 DEMO_ADMIN = ("demo-admin", "demo-admin-secret")
 TEST_REDIRECT = "http://127.0.0.1:8888/test"
+SIMULATOR_CLIENT = "simulator-dialer"
+
+
+def _refuse_in_production() -> None:
+    if current_app.config["APP_ENV"] == "production":
+        raise ConfigError("APP_ENV=production refuses to create demo accounts")
 
 
 def ensure_demo() -> str:
-    if current_app.config["APP_ENV"] == "production":
-        raise ConfigError("APP_ENV=production refuses to create demo accounts")
+    _refuse_in_production()
     created = []
     if db.session.scalar(select(User).where(User.username == DEMO_USER[0])) is None:
         create_user(*DEMO_USER)
@@ -62,3 +68,23 @@ def ensure_demo() -> str:
     if created:
         lines.insert(0, "Created demo " + ", ".join(created) + ".")
     return "\n".join(lines)
+
+
+def ensure_simulator_client() -> tuple[str, str]:
+    """The simulator dialer's client (``client_credentials``, scope ``dialer``), created on
+    first start, with a fresh random secret at every call: ``manage.py`` hands it to the
+    simulator process it starts, and nothing writes it down (only its hash is stored).
+    Returns ``(client_id, secret)``."""
+    _refuse_in_production()
+    if db.session.scalar(select(Client).where(Client.client_id == SIMULATOR_CLIENT)) is None:
+        registered = create_client(
+            name="Simulator dialer (development)",
+            redirect_uris=[],
+            grant_types=["client_credentials"],
+            response_types=[],
+            scope="dialer",
+            client_id=SIMULATOR_CLIENT,
+        )
+        assert registered.client_secret is not None
+        return SIMULATOR_CLIENT, registered.client_secret
+    return SIMULATOR_CLIENT, rotate_secret(SIMULATOR_CLIENT)

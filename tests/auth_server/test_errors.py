@@ -150,7 +150,7 @@ def test_unknown_scope(client, web_client):
     """A scope the server does not know: redirect with error=invalid_scope."""
     assert _redirected_error(client, auth_params(web_client, scope="call telepathy")) == {
         "error": "invalid_scope",
-        "error_description": "The scope 'telepathy' is unknown; this server offers call, admin and introspect.",
+        "error_description": "The scope 'telepathy' is unknown; this server offers call, admin, introspect and dialer.",
         "state": "st4te",
     }
 
@@ -654,7 +654,7 @@ def test_every_token_endpoint_error_explains_itself(auth_app, client, flow, user
         token_request(client, admin, {**cc, "scope": "telepathy"}),
         400,
         "invalid_scope",
-        "The scope 'telepathy' is unknown; this server offers call, admin and introspect.",
+        "The scope 'telepathy' is unknown; this server offers call, admin, introspect and dialer.",
     )
     case(
         "scope not registered",
@@ -942,7 +942,7 @@ def test_unprintable_scope_is_not_echoed(client, web_client):
     result = _redirected_error(client, auth_params(web_client, scope="call t\u00e9l\u00e9"))
     assert result["error_description"] == (
         "The requested scope names scopes this server does not offer; "
-        "this server offers call, admin and introspect."
+        "this server offers call, admin, introspect and dialer."
     )
 
 

@@ -5,8 +5,11 @@ The suite's own settings (an absolute ``CLICKCALL_VAR_DIR``, test database URLs)
 a crash every newcomer hit, so these tests start ``make run`` in a clone with a clean
 environment (``PATH`` and ``HOME`` only). The clone gets the working tree's uncommitted
 edits too, so the code under test is the code in front of you; ``.venv`` is linked, as
-``make install`` would have made it. Needs ports 8888 and 8889 (the demo client's redirect
-URI names 8888): skipped when they are busy, except in CI.
+``make install`` would have made it. ``make run`` also starts the webhook worker and the
+simulator dialer, so the walk-through shows a call go queued → ringing → in-progress →
+completed and the signed webhooks that report it. Needs ports 8888 and 8889 (the demo
+client's redirect URI names 8888) and 8890 (the walk-through's webhook receiver): skipped
+when they are busy, except in CI.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -102,6 +106,14 @@ class QuickStart:
                 assert time.monotonic() < deadline, f"{url}/healthz never answered:\n{self.log()}"
                 time.sleep(0.2)
 
+    def wait_for_line(self, pattern: str, timeout: float = 30) -> None:
+        """Until a line of the log matches ``pattern`` (a deadline wait)."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.log(), re.M):
+            assert self.process.poll() is None, f"make run exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"no line {pattern!r}:\n{self.log()}"
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """Ctrl-C, as a person stops it."""
         if self.process.poll() is None:
@@ -116,10 +128,10 @@ class QuickStart:
 
 @pytest.fixture(scope="module")
 def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuickStart]:
-    if not (_port_free(8888) and _port_free(8889)):
+    if not all(_port_free(port) for port in (8888, 8889, 8890)):
         if os.environ.get("CI") == "true":
-            pytest.fail("ports 8888/8889 are busy")
-        pytest.skip("ports 8888/8889 are busy (is `make run` running?)")
+            pytest.fail("ports 8888/8889/8890 are busy")
+        pytest.skip("ports 8888/8889/8890 are busy (is `make run` running?)")
     base = tmp_path_factory.mktemp("newcomer")
     running = QuickStart(fresh_clone(base / "clickcall"), base / "make-run.log")
     try:
@@ -132,7 +144,15 @@ def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuickStart
 def test_make_run_on_a_fresh_clone_serves_both_and_issues_a_token(quick_start):
     for url in (AUTH, API):
         assert requests.get(url + "/healthz", timeout=5).json()["status"] == "ok"
-    assert "Auth server: http://127.0.0.1:8888" in quick_start.log()
+    log = quick_start.log()
+    assert "Auth server: http://127.0.0.1:8888" in log
+    # Beside the services: the webhook worker and the simulator dialer, with its own client.
+    assert re.search(r"^Webhook worker: call-api worker \(pid \d+\)$", log, re.M), log
+    assert re.search(
+        r"^Simulator dialer: call-api simulator \(pid \d+\), client_id=simulator-dialer ", log, re.M
+    ), log
+    started = r" simulator simulator-[\w.-]+: got a dialer token \(expires in 3600s\)$"
+    quick_start.wait_for_line(started)
     token = requests.post(
         AUTH + "/oauth/token",
         data={"grant_type": "client_credentials", "scope": "admin"},
@@ -189,18 +209,51 @@ def readme_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
 
 
-def test_readme_walkthrough_runs_verbatim_and_leaves_nothing_behind(quick_start):
+def run_walkthrough(clone: Path) -> tuple[int, str, str]:
+    """The README's blocks under ``set -euo pipefail``; whatever they started in the
+    background (the webhook receiver) is stopped afterwards, even if a block failed."""
     script = "set -euo pipefail\n" + "\n".join(readme_blocks())
-    result = subprocess.run(
+    shell = subprocess.Popen(
         ["bash", "-c", script],
-        cwd=quick_start.clone,
+        cwd=clone,
         env=CLEAN_ENV,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
+        start_new_session=True,
     )
-    out = result.stdout
-    assert result.returncode == 0, f"stdout:\n{out}\nstderr:\n{result.stderr}"
+    try:
+        out, err = shell.communicate(timeout=180)
+    finally:
+        try:
+            os.killpg(shell.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shell.wait()
+    return shell.returncode, out, err
+
+
+def json_objects(out: str) -> list[dict[str, Any]]:
+    """The JSON objects the blocks printed on one line each (a call, a receiver's line, …);
+    ``curl`` prints no newline after a body, so several may share a line."""
+    decoder = json.JSONDecoder()
+    found = []
+    for line in out.splitlines():
+        start = line.find('{"')
+        while start != -1:
+            try:
+                value, end = decoder.raw_decode(line, start)
+            except ValueError:
+                start = line.find('{"', start + 1)
+                continue
+            found.append(value)
+            start = line.find('{"', end)
+    return found
+
+
+def test_readme_walkthrough_runs_verbatim_and_leaves_nothing_behind(quick_start):
+    status, out, err = run_walkthrough(quick_start.clone)
+    assert status == 0, f"stdout:\n{out}\nstderr:\n{err}"
     assert "302 http://127.0.0.1:8888/auth/login?response_type=code&client_id=demo-app" in out
     assert "303 http://127.0.0.1:8888/auth/grant?response_type=code" in out
     assert re.search(r"http://127\.0\.0\.1:8888/test\?code=[\w-]+&state=xyz", out)
@@ -217,6 +270,37 @@ def test_readme_walkthrough_runs_verbatim_and_leaves_nothing_behind(quick_start)
         'call(s); the limit is 2.", "max_ongoing": 2, "ongoing": 2}\n409'
     ) in out
     assert '"end_reason": "hangup"' in out
+    # 4. A call's lifecycle: every state seen in order, the call completed by the simulator...
+    assert re.findall(r"^state: (\S+)$", out, re.M) == [
+        "queued",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
+    (call,) = [c for c in json_objects(out) if c.get("number") == "+15005550006"]
+    assert (call["state"], call["status"], call["end_reason"], call["time_limit"]) == (
+        "completed",
+        "ended",
+        "remote",
+        60,
+    )
+    assert call["ringing_at"] and call["answered_at"] and call["duration"] >= 3
+    # ... and the receiver's lines: each step once (at least once: duplicates are the same
+    # webhook-id), in order, each signature verified with standardwebhooks.
+    hooks = [
+        h
+        for h in json_objects(out)
+        if "verified" in h and h.get("token_call") == call["token_call"]
+    ]
+    events = dict.fromkeys((h["webhook_id"], h["type"]) for h in hooks)  # first seen first
+    assert [kind for _, kind in events] == [
+        "call.queued",
+        "call.ringing",
+        "call.in-progress",
+        "call.completed",
+    ]
+    assert all(h["verified"] is True and h["webhook_id"].startswith("msg_") for h in hooks)
+    assert [h["state"] for h in hooks] == [h["type"].removeprefix("call.") for h in hooks]
     assert '"limit_source": "default"' in out and '"max_ongoing": 3' in out
     assert '"client_secret"' in out  # clients create --json
     assert stray_files(quick_start.clone, ("var/", ".venv")) == []
