@@ -31,7 +31,7 @@ from shared.errors import (
 
 from . import lifecycle
 from .extensions import db
-from .metrics import CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
+from .metrics import CALL_TRANSITIONS, CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
 from .models import Call, CallEvent, CallUser, WebhookEndpoint
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -199,6 +199,7 @@ def transition(
         call.end_reason = end_reason or target
         CALLS_ENDED.labels(call.end_reason).inc()
     record_event(call, at, source, policy, dialer_event)
+    CALL_TRANSITIONS.labels(target, source).inc()
 
 
 def _expired(call: Call, policy: Policy) -> None:
@@ -369,6 +370,7 @@ def start_call(
         record_event(call, now, "app", policy)
         _commit_keeping_values()
         CALLS_STARTED.inc()
+        CALL_TRANSITIONS.labels(lifecycle.QUEUED, "app").inc()
         return Started(call, replayed=False)
     except BaseException:
         db.session.rollback()

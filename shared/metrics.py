@@ -11,6 +11,10 @@ scraper; unset, it is open to whoever reaches the port.
 Under gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder
 (``deploy/gunicorn.conf.py`` does) so every worker's counts are aggregated; the folder's
 series are filtered to the service's own names and ``service`` label too.
+
+A service may also add *live* series (``ServiceMetrics.live``): computed at each scrape,
+typically from its database (the call API's webhook backlog), so they are the same whichever
+worker answers and need no multi-process bookkeeping.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from flask import Flask, Response, current_app, jsonify, request
 from prometheus_client import (
@@ -49,6 +53,7 @@ class ServiceMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self._names: set[str] = set()
+        self._live: list[Callable[[], Iterable[Metric]]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
@@ -75,12 +80,38 @@ class ServiceMetrics:
         self.requests.labels(self.service, endpoint, method, str(status)).inc()
         self.latency.labels(self.service, endpoint).observe(seconds)
 
+    def live(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Add series computed at each scrape by ``collect`` (called in the app context)."""
+        self._live.append(collect)
+
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             registry.register(_OwnSeries(self, multiprocess.MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            text = generate_latest(registry)
+        else:
+            text = generate_latest(self.registry)
+        if self._live:
+            live = CollectorRegistry(auto_describe=False)
+            live.register(_Live(self._live))
+            text += generate_latest(live)
+        return text
+
+
+class _Live(Collector):
+    """The live series; one that fails (say the database is down) is left out, logged."""
+
+    def __init__(self, sources: list[Callable[[], Iterable[Metric]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        for source in self.sources:
+            try:
+                families = list(source())
+            except Exception:  # a scrape must answer even when the database does not
+                log.warning("live metrics unavailable", exc_info=True)
+                continue
+            yield from families
 
 
 class _OwnSeries(Collector):

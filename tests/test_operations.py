@@ -84,6 +84,40 @@ def test_metrics_count_tokens_calls_and_refusals(client, api, user_token, admin_
     assert 'clickcall_tokens_issued_total{grant_type="authorization_code"}' in auth_metrics
 
 
+def test_metrics_show_live_calls_by_state_and_the_webhook_backlog(call_app, api, user_token):
+    """Read from the database at each scrape: live calls per state, webhook events pending
+    or failed, and the age of the oldest pending one (what an operator alerts on)."""
+    from call_api import webhooks
+
+    def series(text: str, prefix: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(prefix)]
+
+    text = api.get("/metrics").get_data(as_text=True)
+    assert series(text, "clickcall_calls_live{") == [
+        'clickcall_calls_live{state="queued"} 0.0',
+        'clickcall_calls_live{state="ringing"} 0.0',
+        'clickcall_calls_live{state="in-progress"} 0.0',
+    ]
+    assert series(text, "clickcall_webhook_oldest_pending_seconds ") == [
+        "clickcall_webhook_oldest_pending_seconds 0.0"
+    ]
+    first = api.post("/rest/call", data={"number": "+14155550123"}, headers=bearer(user_token))
+    assert first.status_code == 201  # no webhook URL yet: its event is history only
+    with call_app.app_context():
+        webhooks.set_endpoint(first.json["client_id"], "http://127.0.0.1:9/hooks", call_app.config)
+    r = api.post("/rest/call", data={"number": "+14155550124"}, headers=bearer(user_token))
+    assert r.status_code == 201
+    text = api.get("/metrics").get_data(as_text=True)
+    assert 'clickcall_calls_live{state="queued"} 2.0' in text
+    assert series(text, "clickcall_webhook_events{") == [
+        'clickcall_webhook_events{delivery="pending"} 1.0',
+        'clickcall_webhook_events{delivery="failed"} 0.0',
+    ]
+    [lag] = series(text, "clickcall_webhook_oldest_pending_seconds ")
+    assert float(lag.split()[1]) >= 0.0
+    assert 'clickcall_call_transitions_total{source="app",state="queued"}' in text
+
+
 def test_config_show_masks_secrets(auth_app, call_app):
     from auth_server.cli import main as auth_cli
     from call_api.cli import main as call_cli
