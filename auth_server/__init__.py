@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
+from shared import ui
 from shared.app import build_app, init_database, init_platform
 from shared.errors import ClickCallError
 
@@ -43,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from .views import login, meta, oauth
 
+    app.register_blueprint(ui.blueprint)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(meta.bp)

@@ -757,7 +757,7 @@ def test_clients_update_takes_effect_at_the_token_endpoint(cli, client, admin_cl
     [
         (("--grant-type", "password"), "Unknown grant type 'password'; use one of "),
         (("--grant-type", "implicit"), "The implicit grant needs --response-type token."),
-        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin, introspect."),
+        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin, introspect, dialer."),
         (("--response-type", "id_token"), "Unknown response type 'id_token'; use code or token."),
         (("--redirect-uri", "javascript:alert(1)"), "Redirect URI 'javascript:alert(1)' "),
         (("--redirect-uri", "https://x.example/cb#frag"), "must not contain a fragment"),

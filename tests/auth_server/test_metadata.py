@@ -18,7 +18,7 @@ EXPECTED = {
     "revocation_endpoint": f"{ISSUER}/oauth/revoke",
     "introspection_endpoint": f"{ISSUER}/oauth/introspect",
     "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
-    "scopes_supported": ["call", "admin", "introspect"],
+    "scopes_supported": ["call", "admin", "introspect", "dialer"],
     "response_types_supported": ["code", "token"],
     "response_modes_supported": ["query", "fragment"],
     "grant_types_supported": [
