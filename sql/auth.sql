@@ -159,5 +159,13 @@ CREATE INDEX ix_revocations_kind_value ON revocations (kind, value);
 
 UPDATE alembic_version SET version_num='3e40cf33d0e4' WHERE alembic_version.version_num = '3c0de4e91ace';
 
+-- Running upgrade 3e40cf33d0e4 -> 4a1acc0c0001
+
+UPDATE alembic_version SET version_num='4a1acc0c0001' WHERE alembic_version.version_num = '3e40cf33d0e4';
+
+-- Running upgrade 4a1acc0c0001 -> 4b2c0501e002
+
+UPDATE alembic_version SET version_num='4b2c0501e002' WHERE alembic_version.version_num = '4a1acc0c0001';
+
 COMMIT;
 

@@ -126,5 +126,13 @@ CREATE INDEX ix_webhook_attempts_event ON webhook_attempts (event_id, id);
 
 UPDATE alembic_version SET version_num='6a1f0c2d7e11' WHERE alembic_version.version_num = '529cd8ba0348';
 
+-- Running upgrade 6a1f0c2d7e11 -> 7b3ca11e0003
+
+UPDATE alembic_version SET version_num='7b3ca11e0003' WHERE alembic_version.version_num = '6a1f0c2d7e11';
+
+-- Running upgrade 7b3ca11e0003 -> 7c4d0a0d1e04
+
+UPDATE alembic_version SET version_num='7c4d0a0d1e04' WHERE alembic_version.version_num = '7b3ca11e0003';
+
 COMMIT;
 
