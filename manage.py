@@ -2,11 +2,13 @@
 
 ``python manage.py`` (or ``make run``): creates the SQLite databases under ``var/``, the
 development signing key under ``var/keys/`` and the demo accounts on first start, prints
-them, then serves the auth server on 127.0.0.1:8888 and the call API on 127.0.0.1:8889,
-and starts two child processes: the webhook worker (``call-api worker``) and the simulator
-dialer (``call-api simulator``, with the ``simulator-dialer`` demo client and a secret made
-for this start), until Ctrl-C. ``--no-worker`` / ``--no-simulator`` leave either out.
-Production runs each service on its own under gunicorn, and its own worker and dialer.
+them (with the call API pages' OAuth client, ``calls-web``, given a new secret at each
+start and handed to the call API app), then serves the auth server on 127.0.0.1:8888 and
+the call API on 127.0.0.1:8889, and starts two child processes: the webhook worker
+(``call-api worker``) and the simulator dialer (``call-api simulator``, with the
+``simulator-dialer`` demo client and a secret made for this start), until Ctrl-C.
+``--no-worker`` / ``--no-simulator`` leave either out. Production runs each service on its
+own under gunicorn, and its own worker and dialer.
 """
 
 from __future__ import annotations
@@ -105,19 +107,30 @@ def main(argv: list[str] | None = None) -> int:
 
     import auth_server
     import call_api
-    from auth_server.demo import ensure_demo, ensure_simulator_client
+    from auth_server.demo import ensure_calls_web_client, ensure_demo, ensure_simulator_client
     from auth_server.schema import upgrade as upgrade_auth
     from auth_server.tokens import keyring
     from call_api.schema import upgrade as upgrade_calls
 
+    auth_url = local_url(args.host, args.auth_port)
+    call_url = os.environ.get("CALL_WEB_URL") or local_url(args.host, args.call_port)
     auth_app = auth_server.create_app()
-    call_app = call_api.create_app()
     with auth_app.app_context():
         upgrade_auth()
         key = keyring().current()
         print(ensure_demo())
+        pages: dict[str, str] = {"CALL_WEB_URL": call_url}
+        if not os.environ.get("CALL_WEB_CLIENT_ID"):
+            # The client the call API's pages sign people in as (a new secret each start).
+            client_id, secret = ensure_calls_web_client(f"{call_url}/calls/callback")
+            pages.update(CALL_WEB_CLIENT_ID=client_id, CALL_WEB_CLIENT_SECRET=secret)
+            print(
+                f"  pages client  client_id={client_id} scope=call admin (the call API's "
+                "pages; a new secret each start, handed to the call API)"
+            )
         print(f"Signing key: {key.kid} ({key.algorithm}) in {auth_app.config['AUTH_KEYS_DIR']}")
         dialer = None if args.no_simulator else ensure_simulator_client()
+    call_app = call_api.create_app(pages)
     with call_app.app_context():
         upgrade_calls()
 
@@ -134,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     print(f"Auth server: http://{args.host}:{args.auth_port}")
     print(f"Call API:    http://{args.host}:{args.call_port}")
+    print("Pages (sign in as a demo account above):")
+    print(f"  your account         {auth_url}/account")
+    print(f"  your calls           {call_url}/calls")
+    print(f"  operator consoles    {auth_url}/console and {call_url}/calls/console (admin)")
 
     stop = threading.Event()
 

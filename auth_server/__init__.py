@@ -42,12 +42,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     limiter.init_app(app)
 
-    from .views import login, meta, oauth
+    from .views import account, console, login, meta, oauth
 
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(meta.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(console.bp)
     init_platform(app, METRICS, render_error)
     app.after_request(security_headers)
     if app.config["CORS_ORIGINS"]:

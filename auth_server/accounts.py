@@ -6,7 +6,7 @@ import unicodedata
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared.errors import Conflict, InvalidCredentials, InvalidRequest, ObjectDoesNotExist
@@ -276,3 +276,31 @@ def delete_user(username: str) -> None:
     db.session.execute(delete(Token).where(Token.user_id == user.id))
     db.session.delete(user)
     db.session.commit()
+
+
+# --- the operator console (views/console.py) ----------------------------------------------
+
+
+def get_user(user_id: str) -> User:
+    """The user with this id, or ``ObjectDoesNotExist`` (the console names users by id)."""
+    valid = user_id and len(user_id) <= 36 and "\x00" not in user_id
+    user = db.session.get(User, user_id) if valid else None
+    if user is None:
+        raise ObjectDoesNotExist("No such user.")
+    return user
+
+
+def search_users(query: str = "", page: int = 1, per_page: int = 50) -> tuple[list[User], int]:
+    """One page of the users whose username contains ``query`` (normalised like a username,
+    so case and spacing don't matter), by username; and how many match in all."""
+    text = normalise_username(query.replace("\x00", ""))[:MAX_USERNAME]
+    condition = User.username.contains(text, autoescape=True)
+    total = db.session.scalar(select(func.count()).select_from(User).where(condition)) or 0
+    users = db.session.scalars(
+        select(User)
+        .where(condition)
+        .order_by(User.username)
+        .limit(per_page)
+        .offset((max(page, 1) - 1) * per_page)
+    )
+    return list(users), total

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from datetime import timedelta
+
+from sqlalchemy import delete, or_, select, update
 
 from .extensions import db
-from .models import AuthorizationCode, Consent, Token
-from .revocations import revoke_grants
+from .models import AuthorizationCode, Consent, Token, utcnow
+from .revocations import record_end_calls, revoke_grants
+
+# "Last used" is written at most this often per consent, not on every token request.
+TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 def _scopes(scope: str | None) -> set[str]:
@@ -32,15 +37,28 @@ def remember_consent(user_id: str, client_id: str, scope: str | None) -> None:
     db.session.commit()
 
 
-def forget_consent(user_id: str, client_id: str) -> None:
+def touch_consent(user_id: str, client_id: str) -> None:
+    """Note that a token was issued to the client for the user (the account page's "last
+    used"), at most once a :data:`TOUCH_INTERVAL`. Runs in the caller's transaction
+    (``oauth2.save_token``)."""
+    now = utcnow()
+    db.session.execute(
+        update(Consent)
+        .where(
+            Consent.user_id == user_id,
+            Consent.client_id == client_id,
+            or_(Consent.last_used_at.is_(None), Consent.last_used_at < now - TOUCH_INTERVAL),
+        )
+        .values(last_used_at=now)
+    )
+
+
+def forget_consent(user_id: str, client_id: str, end_calls: bool = False) -> None:
     """Withdraw the user's consent for the client: the client's tokens for the user are
     revoked (here and, through the revocation feed, at the call API) and its unused codes
-    deleted; the next authorization request asks for consent again."""
-    row = db.session.scalar(
-        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
-    )
-    if row is not None:
-        db.session.delete(row)
+    deleted; the next authorization request asks for consent again. With ``end_calls`` the
+    feed also tells the call API to hang up the user's live calls of the client. One
+    transaction."""
     # Codes first: deleting one waits for a redemption in flight (it holds the code's row
     # lock), so the grant it creates is committed before the grants are looked up.
     db.session.execute(
@@ -49,6 +67,14 @@ def forget_consent(user_id: str, client_id: str) -> None:
         )
     )
     revoke_grants(Token.user_id == user_id, Token.client_id == client_id)
+    if end_calls:
+        record_end_calls(user_id, client_id)
+    # The consent last, as every revocation orders its locks (codes, grants, consents):
+    # issuing a token locks its code or grant before noting the consent's last use
+    # (touch_consent), so the two never wait on each other in opposite orders.
+    db.session.execute(
+        delete(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    )
     db.session.commit()
 
 

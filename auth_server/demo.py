@@ -1,5 +1,6 @@
-"""Development demo data: a user, a web app client and an admin client with known secrets,
-and the simulator dialer's client (a new secret at every start, never stored in plain).
+"""Development demo data: a user, an operator (role admin), a web app client and an admin
+client with known secrets; the simulator dialer's client and the call API pages' client
+(each with a new secret at every start, never stored in plain).
 
 Only for ``make run`` on a development machine; refused with ``APP_ENV=production``.
 """
@@ -12,15 +13,18 @@ from sqlalchemy import select
 from shared.config import ConfigError
 
 from .accounts import create_user
-from .clients import create_client, rotate_secret
+from .clients import create_client, get_client, rotate_secret, update_client
 from .extensions import db
 from .models import Client, User
 
 DEMO_USER = ("demo", "demo-password")
+DEMO_OPERATOR = ("admin", "admin-password")  # role admin: the consoles
 DEMO_CLIENT = ("demo-app", "demo-secret")
 DEMO_ADMIN = ("demo-admin", "demo-admin-secret")
 TEST_REDIRECT = "http://127.0.0.1:8888/test"
 SIMULATOR_CLIENT = "simulator-dialer"
+CALLS_WEB_CLIENT = "calls-web"
+CALLS_WEB_REDIRECT = "http://127.0.0.1:8889/calls/callback"
 
 
 def _refuse_in_production() -> None:
@@ -34,6 +38,9 @@ def ensure_demo() -> str:
     if db.session.scalar(select(User).where(User.username == DEMO_USER[0])) is None:
         create_user(*DEMO_USER)
         created.append("user")
+    if db.session.scalar(select(User).where(User.username == DEMO_OPERATOR[0])) is None:
+        create_user(*DEMO_OPERATOR, role="admin")
+        created.append("operator")
     if db.session.scalar(select(Client).where(Client.client_id == DEMO_CLIENT[0])) is None:
         create_client(
             name="Demo click-to-call app",
@@ -59,6 +66,7 @@ def ensure_demo() -> str:
     lines = [
         "Demo accounts (development only):",
         f"  user          {DEMO_USER[0]} / {DEMO_USER[1]}",
+        f"  operator      {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]} (role admin: the consoles)",
         f"  web client    client_id={DEMO_CLIENT[0]} client_secret={DEMO_CLIENT[1]}",
         f"                redirect_uri={TEST_REDIRECT} scope=call "
         "(authorization_code, implicit, refresh_token)",
@@ -88,3 +96,27 @@ def ensure_simulator_client() -> tuple[str, str]:
         assert registered.client_secret is not None
         return SIMULATOR_CLIENT, registered.client_secret
     return SIMULATOR_CLIENT, rotate_secret(SIMULATOR_CLIENT)
+
+
+def ensure_calls_web_client(redirect_uri: str = CALLS_WEB_REDIRECT) -> tuple[str, str]:
+    """The call API pages' client (``calls-web``: authorization code + refresh token, scope
+    ``call admin``, allowed to ask ``admin`` for users with that role), created on first
+    start and pointed at ``redirect_uri``, with a fresh random secret at every call:
+    ``manage.py`` hands it to the call API app it creates (``CALL_WEB_CLIENT_ID`` /
+    ``CALL_WEB_CLIENT_SECRET``). Returns ``(client_id, secret)``."""
+    _refuse_in_production()
+    if db.session.scalar(select(Client).where(Client.client_id == CALLS_WEB_CLIENT)) is None:
+        registered = create_client(
+            name="ClickCall call pages (development)",
+            redirect_uris=[redirect_uri],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            scope="call admin",
+            client_id=CALLS_WEB_CLIENT,
+            allow_admin_for_users=True,
+        )
+        assert registered.client_secret is not None
+        return CALLS_WEB_CLIENT, registered.client_secret
+    if get_client(CALLS_WEB_CLIENT).client_metadata.get("redirect_uris") != [redirect_uri]:
+        update_client(CALLS_WEB_CLIENT, redirect_uris=[redirect_uri], allow_admin_for_users=True)
+    return CALLS_WEB_CLIENT, rotate_secret(CALLS_WEB_CLIENT)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import UTC, datetime
+from pathlib import Path
 
 from shared.errors import ServiceUnavailable
 from shared.keys import KeyStore, SigningKey
@@ -93,3 +95,42 @@ class KeyRing:
             {"kid": k.kid, "alg": k.algorithm, "current": k.kid == current_kid}
             for k in self.store.keys()
         ]
+
+    def inventory(self) -> list[dict[str, object]]:
+        """Every key the folder holds, for the console, newest first: ``kid``, ``alg``,
+        ``state`` and ``created`` (the key file's time, UTC).
+
+        ``state``: ``active`` (signs new tokens), ``staged`` (published, newer than the
+        active key: waiting for ``activate``), ``previous`` (published, older: still
+        verifies the tokens it signed) or ``retired`` (out of the JWKS).
+        """
+        directory = self.store.directory
+        current = self.store.current()
+        current_created = _created(directory, current.kid) if current is not None else None
+        keys: list[dict[str, object]] = []
+        for key in self.store.keys():
+            created = _created(directory, key.kid)
+            if current is not None and key.kid == current.kid:
+                state = "active"
+            elif current_created is not None and created is not None and created > current_created:
+                state = "staged"
+            else:
+                state = "previous"
+            keys.append({"kid": key.kid, "alg": key.algorithm, "state": state, "created": created})
+        retired = directory / "retired"
+        for key in KeyStore(retired).keys():
+            created = _created(retired, key.kid)
+            keys.append(
+                {"kid": key.kid, "alg": key.algorithm, "state": "retired", "created": created}
+            )
+        epoch = datetime.fromtimestamp(0, UTC)
+        keys.sort(key=lambda k: k["created"] if isinstance(k["created"], datetime) else epoch)
+        return keys[::-1]
+
+
+def _created(directory: Path, kid: str) -> datetime | None:
+    """When the key file was written (key files are never rewritten)."""
+    try:
+        return datetime.fromtimestamp((directory / f"{kid}.pem").stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None

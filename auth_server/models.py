@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import AuditEventMixin
+
 from .extensions import db
 from .rules import (
     DEFAULT_ROLE,
@@ -208,6 +210,9 @@ class Consent(db.Model):  # type: ignore[name-defined,misc]
     )
     scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When a token was last issued to the client for the user (``oauth2.save_token``, at
+    # most once a minute): the account page's "last used". ``None``: never.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class TokenFamily(db.Model):  # type: ignore[name-defined,misc]
@@ -322,9 +327,11 @@ class Revocation(db.Model):  # type: ignore[name-defined,misc]
 
     ``id`` is the feed's cursor: never reused (AUTOINCREMENT on SQLite, a sequence on
     PostgreSQL), so a resource server that has read up to N never misses a later entry.
-    ``kind`` is ``jti``, ``grant``, ``sub`` or ``client``; ``issued_before`` bounds the last
-    two (tokens with an earlier ``iat``). ``expires_at``: when every token the entry covers
-    has expired, and the entry no longer matters. Times are Unix seconds.
+    ``kind`` is ``jti``, ``grant``, ``sub``, ``client`` or ``end_calls``; ``issued_before``
+    bounds the last three (tokens with an earlier ``iat``; for ``end_calls``, calls started
+    earlier). ``client_id`` names the client of an ``end_calls`` entry (``None`` otherwise).
+    ``expires_at``: when every token the entry covers has expired, and the entry no longer
+    matters. Times are Unix seconds.
     """
 
     __tablename__ = "revocations"
@@ -340,3 +347,11 @@ class Revocation(db.Model):  # type: ignore[name-defined,misc]
     issued_before: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[name-defined,misc]
+    """One operator-console action, or a refused attempt (auth_server/audit.py records them;
+    the columns and their meaning are ``shared.audit``'s)."""
+
+    __tablename__ = "audit_events"

@@ -22,6 +22,7 @@ from flask import Flask, current_app
 from sqlalchemy import select, update
 
 from . import revocations
+from .consent import touch_consent
 from .extensions import authorization, db
 from .metrics import TOKENS_ISSUED
 from .models import (
@@ -137,6 +138,8 @@ def save_token(token: dict[str, Any], request: Any) -> None:
         code_id=code.id if isinstance(code, AuthorizationCode) else None,
     )
     db.session.add(row)
+    if request.user is not None:
+        touch_consent(request.user.id, request.client.client_id)
     db.session.commit()
     TOKENS_ISSUED.labels(grant_type).inc()
 

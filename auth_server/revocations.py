@@ -19,6 +19,12 @@ Kinds (``value`` is what the call API matches against a token's claims):
 - ``client``: every token of a client issued before ``issued_before`` (the client
   deleted). Rotating a client's secret revokes nothing: it is routine, planned with the
   client's operators, and the tokens already out stay valid, as introspection says.
+- ``end_calls``: not a token revocation but an order that rides the same feed: the user
+  removed an app on the account page and asked to hang up its live calls. ``value`` is the
+  subject's hash (as for ``sub``), the entry's ``client_id`` names the app, and the call
+  API ends that subject's live calls of that client started before ``issued_before``
+  (``end_reason: revoked``). The app's tokens are stopped by the ``grant`` entries
+  written with it. Resource servers that do not know the kind skip it.
 
 An entry matters until every token it covers has expired: ``expires_at``, the covered
 token's own expiry for ``jti``, now plus the longest access-token lifetime for the others.
@@ -48,7 +54,7 @@ from shared.revocation import subject_hash
 from .extensions import db
 from .models import AuthorizationCode, Revocation, Token, TokenFamily
 
-KINDS = ("jti", "grant", "sub", "client")
+KINDS = ("jti", "grant", "sub", "client", "end_calls")
 # Entries per response; the response says ``more`` when there may be further ones.
 FEED_PAGE = 500
 # Seconds an entry stays in the feed after its expires_at (clock skew, resource servers'
@@ -66,7 +72,12 @@ def longest_token_lifetime() -> int:
 
 
 def record(
-    kind: str, value: str, *, issued_before: int | None = None, expires_at: int | None = None
+    kind: str,
+    value: str,
+    *,
+    issued_before: int | None = None,
+    expires_at: int | None = None,
+    client_id: str | None = None,
 ) -> None:
     """Add a feed entry in the caller's transaction (the caller commits).
 
@@ -102,6 +113,7 @@ def record(
             issued_before=issued_before,
             created_at=now,
             expires_at=expires_at,
+            client_id=client_id,
         )
     )
 
@@ -116,8 +128,17 @@ def record_client(client_id: str) -> None:
     record("client", client_id)
 
 
+def record_end_calls(user_id: str, client_id: str) -> None:
+    """The call API hangs up the user's live calls of the client (the user removed the app
+    on the account page and asked for it). The entry stays in the feed as long as a
+    ``sub`` entry does, so a call API that was away for a while still acts on it."""
+    record("end_calls", subject_hash(user_id), client_id=client_id)
+
+
 def describe(row: Revocation) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": row.id, "kind": row.kind, "value": row.value}
+    if row.client_id is not None:
+        entry["client_id"] = row.client_id
     if row.issued_before is not None:
         entry["issued_before"] = row.issued_before
     entry["expires_at"] = row.expires_at

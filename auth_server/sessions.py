@@ -168,6 +168,15 @@ def end_user_sessions(user_id: str, reason: str) -> int:
     return _end(LoginSession.user_id == user_id, reason)
 
 
+def end_other_sessions(user_id: str, keep_token: str | None, reason: str) -> int:
+    """End every live session of the user except the one of ``keep_token`` (the browser
+    that changed the password stays signed in); how many. The caller's transaction."""
+    condition = LoginSession.user_id == user_id
+    if keep_token:
+        condition = condition & (LoginSession.token_hash != _hash(keep_token))
+    return _end(condition, reason)
+
+
 def sign_out_everywhere(user_id: str) -> int:
     """ "Sign out everywhere": end every session of the user, in every browser; how many."""
     ended = end_user_sessions(user_id, SIGNED_OUT_EVERYWHERE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -406,17 +406,26 @@ def end_call(
     subject: str | None = None,
     reason: str = "hangup",
     now: datetime | None = None,
+    before_commit: Callable[[Call, str], None] | None = None,
 ) -> Call:
     """Hang up a live call, whatever its state: an answered call completes, one not yet
     answered is canceled. Ending an ended call changes nothing (PUT is idempotent).
-    The dialer holding it learns it from its next poll (``dialer.poll``)."""
+    The dialer holding it learns it from its next poll (``dialer.poll``).
+
+    ``before_commit(call, state_before)`` runs under the call's row lock just before the
+    COMMIT, so what it adds to the session (the console's audit row) commits with the
+    change or not at all."""
     now = now or now_utc()
     try:
         call = _find(token_call, subject, lock=True)
+        state_before = call.state
         if not _expire_one(call, policy, now) and call.status == "ongoing":
             target = lifecycle.hang_up_target(call.state)
-            source = "admin" if reason == "admin" else "app"
+            # An admin's hang-up, the user's "revoke this app" (the revocation feed), the app's.
+            source = {"admin": "admin", "revoked": "system"}.get(reason, "app")
             transition(call, target, source=source, policy=policy, now=now, end_reason=reason)
+        if before_commit is not None:
+            before_commit(call, state_before)
         _commit_keeping_values()
         return call
     except BaseException:
@@ -467,14 +476,24 @@ def user_summary(subject: str, policy: Policy, recent: int = 10) -> dict[str, An
     }
 
 
-def set_limit(subject: str, max_ongoing: int | None) -> None:
-    """Set (or, with ``None``, clear) a user's own limit. Lowering it ends no call."""
+def set_limit(
+    subject: str,
+    max_ongoing: int | None,
+    before_commit: Callable[[int | None], None] | None = None,
+) -> None:
+    """Set (or, with ``None``, clear) a user's own limit. Lowering it ends no call.
+
+    ``before_commit(previous)`` (the user's own limit before, ``None``: the default) runs
+    under the user's row lock just before the COMMIT (the console's audit row)."""
     if max_ongoing is not None and not 0 <= max_ongoing <= MAX_LIMIT:
         raise InvalidRequest(f"max_ongoing must be an integer from 0 to {MAX_LIMIT}.")
     try:
         user = _lock_user(subject)
+        previous = user.max_ongoing
         user.max_ongoing = max_ongoing
         user.updated_at = now_utc()
+        if before_commit is not None:
+            before_commit(previous)
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -547,3 +566,150 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------
+# The operator's console (call_api/web/console.py): every user's calls and a few counts
+# ---------------------------------------------------------------------------------------
+
+# Which calls a console list shows: any, live or ended (the original's status), or a state.
+HISTORY_STATES = ("", "ongoing", "ended", *lifecycle.STATES)
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """The console's history filters; empty values do not filter. ``since``/``until`` bound
+    ``started_at`` (``until`` excluded)."""
+
+    subject: str = ""
+    client_id: str = ""
+    state: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _paginate(query: Any, page: int, per_page: int) -> tuple[list[Any], int]:
+    total = int(db.session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    rows = db.session.scalars(query.offset((page - 1) * per_page).limit(per_page))
+    return list(rows), total
+
+
+def search_calls(
+    filters: CallFilter, policy: Policy, page: int = 1, per_page: int = 20
+) -> tuple[list[Call], int]:
+    """Every user's calls matching ``filters``, newest first, and how many there are.
+
+    Overdue calls are settled first (without waiting on rows another request holds), so a
+    call past its end never shows as live."""
+    if _expire_overdue(policy, now_utc(), skip_locked=True):
+        db.session.commit()
+    query = select(Call)
+    if filters.subject:
+        query = query.where(Call.subject == filters.subject)
+    if filters.client_id:
+        query = query.where(Call.client_id == filters.client_id)
+    if filters.state in ("ongoing", "ended"):
+        query = query.where(Call.status == filters.state)
+    elif filters.state:
+        query = query.where(Call.state == filters.state)
+    if filters.since is not None:
+        query = query.where(Call.started_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Call.started_at < filters.until)
+    rows, total = _paginate(query.order_by(Call.started_at.desc(), Call.id.desc()), page, per_page)
+    db.session.commit()  # end the read transaction (on SQLite it holds the write lock)
+    return rows, total
+
+
+def live_by_state() -> dict[str, int]:
+    """Live calls by state (every live state, 0 when none), as ``/metrics`` counts them."""
+    found = dict(
+        db.session.execute(
+            select(Call.state, func.count()).where(Call.status == "ongoing").group_by(Call.state)
+        ).all()
+    )
+    return {state: int(found.get(state, 0)) for state in lifecycle.LIVE_STATES}
+
+
+def _minute_of(column: Any) -> Any:
+    """``YYYY-MM-DD HH:MM`` of a UTC timestamp column, in SQL (grouped by the database)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24:MI")
+    return func.strftime("%Y-%m-%d %H:%M", column)
+
+
+def ended_per_minute(
+    policy: Policy, now: datetime | None = None, minutes: int = 60
+) -> list[tuple[datetime, dict[str, int]]]:
+    """Calls that ended in each of the last ``minutes`` minutes (the current one included),
+    by final state, oldest minute first; every minute and every final state is present.
+
+    Counted from the ``calls`` table (``ended_at``), so every worker and replica sees the
+    same figures. A call ends at most ``max_duration`` after it started, which bounds
+    ``started_at`` too: the query stays on the ``(status, started_at)`` index."""
+    now = now or now_utc()
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    minute = _minute_of(Call.ended_at)
+    rows = db.session.execute(
+        select(minute, Call.state, func.count())
+        .where(
+            Call.status == "ended",
+            Call.started_at >= first - timedelta(seconds=policy.max_duration + 60),
+            Call.ended_at >= first,
+        )
+        .group_by(minute, Call.state)
+    ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for label, state, count in rows:
+        counts.setdefault(str(label), {})[state] = int(count)
+    series = []
+    for i in range(minutes):
+        at = first + timedelta(minutes=i)
+        found = counts.get(at.strftime("%Y-%m-%d %H:%M"), {})
+        series.append((at, {state: found.get(state, 0) for state in lifecycle.FINAL_STATES}))
+    return series
+
+
+def webhook_backlog(now: datetime | None = None) -> dict[str, Any]:
+    """Events waiting for delivery (``pending``), given up (``failed``), and the age in
+    seconds of the oldest pending one (0: none), as ``/metrics`` shows them."""
+    now = now or now_utc()
+    found = dict(
+        db.session.execute(
+            select(CallEvent.delivery, func.count())
+            .where(CallEvent.delivery.in_(("pending", "failed")))
+            .group_by(CallEvent.delivery)
+        ).all()
+    )
+    oldest = db.session.scalar(
+        select(func.min(CallEvent.created_at)).where(CallEvent.delivery == "pending")
+    )
+    if oldest is not None and oldest.tzinfo is None:  # func.min loses the column's type
+        oldest = oldest.replace(tzinfo=UTC)
+    return {
+        "pending": int(found.get("pending", 0)),
+        "failed": int(found.get("failed", 0)),
+        "oldest_pending_seconds": max(0, int((now - oldest).total_seconds())) if oldest else 0,
+    }
+
+
+def undelivered_events(
+    page: int = 1, per_page: int = 20
+) -> tuple[list[tuple[CallEvent, str]], int]:
+    """Events still ``pending`` or ``failed`` with their call's ``token_call``, oldest
+    first: what an operator may want to look at or redeliver."""
+    query = (
+        select(CallEvent, Call.token_call)
+        .join(Call, Call.id == CallEvent.call_id)
+        .where(CallEvent.delivery.in_(("pending", "failed")))
+        .order_by(CallEvent.created_at, CallEvent.id)
+    )
+    total = int(db.session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    rows = [
+        (event, str(token))
+        for event, token in db.session.execute(
+            query.offset((page - 1) * per_page).limit(per_page)
+        ).all()
+    ]
+    db.session.commit()
+    return rows, total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,7 +74,59 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
         # When set, GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>" (shared/metrics.py).
         "METRICS_TOKEN": env_str("METRICS_TOKEN", "", env),
+        # The pages for people (call_api/web): an OAuth client of the auth server.
+        "CALL_WEB_CLIENT_ID": env_str("CALL_WEB_CLIENT_ID", "", env),
+        "CALL_WEB_CLIENT_SECRET": env_str("CALL_WEB_CLIENT_SECRET", "", env),
+        "CALL_WEB_URL": env_str("CALL_WEB_URL", "http://127.0.0.1:8889", env).rstrip("/"),
+        "CALL_SECRET_KEY": env_str("CALL_SECRET_KEY", "", env),
     }
+
+
+def _dev_secret_key() -> str:
+    """A per-checkout key kept in ``var/`` so page sessions survive restarts."""
+    path = var_dir() / "call_secret_key"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+MIN_SECRET_KEY_LENGTH = 32
+
+
+def _check_web_settings(cfg: dict[str, Any]) -> None:
+    """The pages' OAuth client. Unset ``CALL_WEB_CLIENT_ID``: the pages answer 503 (saying
+    how to register the client), and nothing else is required, in production too."""
+    cfg["CALL_WEB_URL"] = str(cfg["CALL_WEB_URL"]).rstrip("/")
+    if not cfg["CALL_WEB_URL"].startswith(("http://", "https://")):
+        raise ConfigError("CALL_WEB_URL must be an http:// or https:// URL")
+    production = cfg["APP_ENV"] == "production"
+    if production and cfg["CALL_WEB_CLIENT_ID"]:
+        require_production_setting(
+            "CALL_SECRET_KEY",
+            "",
+            len(cfg["CALL_SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH,
+            f"set a random key of at least {MIN_SECRET_KEY_LENGTH} characters "
+            "(it encrypts the pages' tokens and sign-in cookies)",
+        )
+        require_production_setting(
+            "CALL_WEB_CLIENT_SECRET",
+            "",
+            not cfg["CALL_WEB_CLIENT_SECRET"],
+            "the pages sign people in as a confidential client: set its secret",
+        )
+        require_production_setting(
+            "CALL_WEB_URL",
+            cfg["CALL_WEB_URL"],
+            not cfg["CALL_WEB_URL"].startswith("https://"),
+            "the pages' public URL must be https:// (their cookies are Secure)",
+        )
+    elif not production and cfg["CALL_WEB_CLIENT_ID"] and not cfg["CALL_SECRET_KEY"]:
+        cfg["CALL_SECRET_KEY"] = _dev_secret_key()
 
 
 def finalise(cfg: dict[str, Any]) -> None:
@@ -91,6 +144,7 @@ def finalise(cfg: dict[str, Any]) -> None:
         if cfg[name] <= 0:
             raise ConfigError(f"{name} must be positive")
     _check_webhook_settings(cfg)
+    _check_web_settings(cfg)
     if cfg["CALL_REVOCATION_POLL_INTERVAL"] < 0:
         raise ConfigError("CALL_REVOCATION_POLL_INTERVAL must be 0 (off) or more")
     if cfg["CALL_REVOCATION_TIMEOUT"] <= 0:

@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import AuditEventMixin
+
 from .extensions import db
 
 
@@ -170,3 +172,40 @@ class DeliveryAttempt(db.Model):  # type: ignore[name-defined,misc]
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[name-defined,misc]
+    """One operator-console action: who (the web session's subject and username), what
+    (``action`` on ``target``, ``details`` as JSON, never a secret), when, from where (the
+    client address per ``TRUSTED_PROXIES``) and how it went (``outcome``). The columns and
+    indexes are ``shared.audit``'s; written in the action's own transaction where the
+    action allows it (``call_api.audit``)."""
+
+    __tablename__ = "audit_events"
+
+
+class WebSession(db.Model):  # type: ignore[name-defined,misc]
+    """A person signed in to the call API's pages (``call_api.web``), as an OAuth client.
+
+    The browser holds only a random session id (cookie ``clickcall_calls_session``); the
+    row is found by its SHA-256 (``secret_hash``), so a copy of this table cannot be
+    replayed as cookies. The tokens are encrypted with a key derived from
+    ``CALL_SECRET_KEY``; they never leave the server. ``id`` is a public handle (logs,
+    audit), not a credential.
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_subject", "subject"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    subject: Mapped[str] = mapped_column(String(255), nullable=False)
+    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    scope: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    access_token: Mapped[str] = mapped_column(Text, nullable=False)
+    refresh_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    access_expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    csrf_secret: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

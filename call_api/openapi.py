@@ -26,6 +26,7 @@ END_REASONS = [
     "failed",
     "dialer-lost",
     "time-limit",
+    "revoked",
 ]
 
 ERRORS = {

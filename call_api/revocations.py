@@ -20,6 +20,16 @@ few dictionary lookups — no call to the auth server per request.
   for that long). A cursor that went down means a new auth database: start again from 0.
 - ``CALL_REVOCATION_POLL_INTERVAL=0`` turns all of this off: revoked tokens then work at
   the call API until they expire.
+
+The feed also carries one order that is not a token revocation: ``end_calls`` (a user
+removed an app on the auth server's account page and asked to hang up its live calls;
+the entry's ``value`` is the hash of the user's ``sub``, its ``client_id`` the app). The
+poll that first sees such an entry ends, through ``calls.end_call``, the live calls of that
+client whose subject hashes to the value and that started before the entry's
+``issued_before``, with ``end_reason: revoked`` (event and webhook as for any hang-up).
+Every worker's poller, and each re-read, may see the entry: ending an ended call changes
+nothing, and a process remembers the entries it carried out. One that fails (the database
+away) is tried again at the next poll, until it expires.
 """
 
 from __future__ import annotations
@@ -32,13 +42,20 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import select
 
+from shared.errors import ObjectDoesNotExist
 from shared.revocation import subject_hash
 
+from . import calls
+from .extensions import db
 from .metrics import REVOCATION_POLLS
+from .models import Call
 
 log = logging.getLogger("clickcall.call_api")
 
@@ -97,6 +114,22 @@ class Revoked:
         return False
 
 
+@dataclass(frozen=True)
+class EndCalls:
+    """An ``end_calls`` entry: hang up the live calls of ``client_id`` whose subject hashes
+    to ``subject_hash`` and that started before ``started_before`` (Unix seconds)."""
+
+    id: int
+    subject_hash: str
+    client_id: str
+    started_before: float
+    expires_at: float
+
+
+# Carries out an ``end_calls`` entry; returns the ``token_call`` of each call it ended.
+EndCallsHandler = Callable[[EndCalls], list[str]]
+
+
 class FeedError(Exception):
     """The feed could not be read (network, status, or an answer that is not a feed)."""
 
@@ -112,6 +145,7 @@ class RevocationFeed:
         leeway: float = 0,
         fetch: Fetch | None = None,
         reread_window: float = REREAD_WINDOW,
+        end_calls: EndCallsHandler | None = None,
     ) -> None:
         self.url = url or None
         self.interval = interval
@@ -136,6 +170,17 @@ class RevocationFeed:
         self._first_poll = threading.Event()
         self._stop = threading.Event()
         self._session: requests.Session | None = None
+        # end_calls entries: the handler (bound to the app at start() when not given), the
+        # ones still to carry out, and the ids of those done (until they expire).
+        self.end_calls_handler = end_calls
+        self._end_calls_pending: dict[int, EndCalls] = {}
+        self._end_calls_done: dict[int, float] = {}
+        self._end_calls_failing = False
+
+    def bind(self, app: Flask) -> None:
+        """Carry out ``end_calls`` entries on ``app``'s database (held weakly: a feed never
+        keeps its app alive). ``start()`` binds the app of the request that starts it."""
+        self.end_calls_handler = _app_handler(weakref.ref(app))
 
     @property
     def enabled(self) -> bool:
@@ -156,6 +201,8 @@ class RevocationFeed:
         thread is gone) and wait for its first poll, at most the fetch timeout."""
         if not self.enabled:
             return
+        if self.end_calls_handler is None and has_app_context():
+            self.bind(current_app._get_current_object())  # type: ignore[attr-defined]
         with self._start_lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
@@ -213,6 +260,7 @@ class RevocationFeed:
                 return False
             finally:
                 self._first_poll.set()
+            self._carry_out_end_calls()
         REVOCATION_POLLS.labels("ok").inc()
         if self._failing:
             log.info("revocation feed %s reachable again", self.url)
@@ -243,9 +291,53 @@ class RevocationFeed:
         if reset:
             log.warning("revocation feed %s was reset: reading it again from 0", self.url)
             self._history = deque([(float("-inf"), 0)])
-        self.revoked = _apply(state, entries, time.time() - self.leeway)
+            self._end_calls_pending.clear()
+            self._end_calls_done.clear()  # a new database numbers its entries again
+        drop_before = time.time() - self.leeway
+        self.revoked = _apply(state, entries, drop_before)
         self.cursor = after
         self._history.append((now, after))
+        for order in _end_calls_entries(entries, drop_before):
+            if order.id not in self._end_calls_done:
+                self._end_calls_pending[order.id] = order
+
+    def _carry_out_end_calls(self) -> None:
+        """Carry out the pending ``end_calls`` entries (oldest first). A failure leaves the
+        entry and the ones after it for the next poll; it never fails the poll."""
+        drop_before = time.time() - self.leeway
+        for done in [i for i, until in self._end_calls_done.items() if until < drop_before]:
+            del self._end_calls_done[done]
+        for late in [i for i, o in self._end_calls_pending.items() if o.expires_at < drop_before]:
+            del self._end_calls_pending[late]
+        handler = self.end_calls_handler
+        if handler is None:
+            return
+        for order_id in sorted(self._end_calls_pending):
+            order = self._end_calls_pending[order_id]
+            try:
+                ended = handler(order)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next poll
+                if not self._end_calls_failing:
+                    log.warning(
+                        "could not end the live calls of client %s (revocation feed entry "
+                        "%d): %s; trying again at the next poll",
+                        order.client_id,
+                        order.id,
+                        type(exc).__name__,
+                    )
+                self._end_calls_failing = True
+                return
+            self._end_calls_failing = False
+            if ended:
+                log.info(
+                    "ended %d live call(s) of client %s: the user revoked its access "
+                    "(revocation feed entry %d)",
+                    len(ended),
+                    order.client_id,
+                    order.id,
+                )
+            self._end_calls_done[order_id] = order.expires_at
+            del self._end_calls_pending[order_id]
 
     def status(self) -> dict[str, Any]:
         """For ``/readyz``: how fresh the copy is (reported, never a reason to be unready:
@@ -325,7 +417,8 @@ def _apply(state: Revoked, entries: list[Mapping[str, Any]], drop_before: float)
             merged = (max(was[0], issued_before), max(was[1], expires_at))
             if pair[1].get(value) != merged:
                 pair[0][value] = merged
-        # Unknown kinds come from a newer auth server: skipped, not an error.
+        # end_calls is an order, not a revocation (RevocationFeed carries it out); unknown
+        # kinds come from a newer auth server: skipped, not an error.
     changed = jtis or grants or subjects or clients
     if not changed and state.earliest >= drop_before:
         return state
@@ -345,6 +438,67 @@ def _apply(state: Revoked, entries: list[Mapping[str, Any]], drop_before: float)
         default=float("inf"),
     )
     return Revoked(jtis, grants, subjects, clients, earliest)
+
+
+def _end_calls_entries(entries: list[Mapping[str, Any]], drop_before: float) -> list[EndCalls]:
+    """The well-formed, unexpired ``end_calls`` entries among ``entries``."""
+    found = []
+    for entry in entries:
+        if entry.get("kind") != "end_calls":
+            continue
+        entry_id, value, client_id = entry.get("id"), entry.get("value"), entry.get("client_id")
+        started_before = _number(entry.get("issued_before"))
+        expires_at = _number(entry.get("expires_at"))
+        if (
+            isinstance(entry_id, bool)
+            or not isinstance(entry_id, int)
+            or not isinstance(value, str)
+            or not isinstance(client_id, str)
+            or started_before is None
+            or expires_at is None
+            or expires_at < drop_before
+        ):
+            continue
+        found.append(EndCalls(entry_id, value, client_id, started_before, expires_at))
+    return found
+
+
+def end_calls(order: EndCalls, policy: calls.Policy) -> list[str]:
+    """Hang up (``end_reason: revoked``) the live calls ``order`` names; their
+    ``token_call``. Subjects are matched by their hash, as the feed names no user."""
+    started_before = datetime.fromtimestamp(order.started_before, UTC)
+    live = db.session.execute(
+        select(Call.subject, Call.token_call)
+        .where(
+            Call.client_id == order.client_id,
+            Call.status == "ongoing",
+            Call.started_at < started_before,
+        )
+        .order_by(Call.id)
+    ).all()
+    db.session.commit()  # end the read transaction before each call's own
+    ended = []
+    for subject, token_call in live:
+        if subject_hash(subject) != order.subject_hash:
+            continue
+        try:
+            call = calls.end_call(token_call, policy, subject=subject, reason="revoked")
+        except ObjectDoesNotExist:  # deleted meanwhile: nothing left to end
+            continue
+        if call.end_reason == "revoked":
+            ended.append(token_call)
+    return ended
+
+
+def _app_handler(ref: weakref.ReferenceType[Flask]) -> EndCallsHandler:
+    def handle(order: EndCalls) -> list[str]:
+        app = ref()
+        if app is None:
+            return []
+        with app.app_context():
+            return end_calls(order, calls.Policy.from_config(app.config))
+
+    return handle
 
 
 def feed_from_config(config: Mapping[str, Any]) -> RevocationFeed:

@@ -161,9 +161,32 @@ UPDATE alembic_version SET version_num='3e40cf33d0e4' WHERE alembic_version.vers
 
 -- Running upgrade 3e40cf33d0e4 -> 4a1acc0c0001
 
+ALTER TABLE consents ADD COLUMN last_used_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE revocations ADD COLUMN client_id VARCHAR(64);
+
 UPDATE alembic_version SET version_num='4a1acc0c0001' WHERE alembic_version.version_num = '3e40cf33d0e4';
 
 -- Running upgrade 4a1acc0c0001 -> 4b2c0501e002
+
+CREATE TABLE audit_events (
+    id SERIAL NOT NULL, 
+    at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    actor_id VARCHAR(64) NOT NULL, 
+    actor_name VARCHAR(150) NOT NULL, 
+    action VARCHAR(64) NOT NULL, 
+    target VARCHAR(255) NOT NULL, 
+    ip VARCHAR(64), 
+    details TEXT NOT NULL, 
+    outcome VARCHAR(16) NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_audit_events_at ON audit_events (at);
+
+CREATE INDEX ix_audit_events_actor_name ON audit_events (actor_name);
+
+CREATE INDEX ix_audit_events_action ON audit_events (action);
 
 UPDATE alembic_version SET version_num='4b2c0501e002' WHERE alembic_version.version_num = '4a1acc0c0001';
 

@@ -128,9 +128,47 @@ UPDATE alembic_version SET version_num='6a1f0c2d7e11' WHERE alembic_version.vers
 
 -- Running upgrade 6a1f0c2d7e11 -> 7b3ca11e0003
 
+CREATE TABLE web_sessions (
+    id VARCHAR(32) NOT NULL, 
+    secret_hash VARCHAR(64) NOT NULL, 
+    subject VARCHAR(255) NOT NULL, 
+    username VARCHAR(255) NOT NULL, 
+    scope VARCHAR(1000) NOT NULL, 
+    access_token TEXT NOT NULL, 
+    refresh_token TEXT, 
+    access_expires_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    csrf_secret VARCHAR(64) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    last_seen_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    expires_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    PRIMARY KEY (id), 
+    UNIQUE (secret_hash)
+);
+
+CREATE INDEX ix_web_sessions_subject ON web_sessions (subject);
+
 UPDATE alembic_version SET version_num='7b3ca11e0003' WHERE alembic_version.version_num = '6a1f0c2d7e11';
 
 -- Running upgrade 7b3ca11e0003 -> 7c4d0a0d1e04
+
+CREATE TABLE audit_events (
+    id SERIAL NOT NULL, 
+    at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    actor_id VARCHAR(64) NOT NULL, 
+    actor_name VARCHAR(150) NOT NULL, 
+    action VARCHAR(64) NOT NULL, 
+    target VARCHAR(255) NOT NULL, 
+    ip VARCHAR(64), 
+    details TEXT NOT NULL, 
+    outcome VARCHAR(16) NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_audit_events_action ON audit_events (action);
+
+CREATE INDEX ix_audit_events_actor_name ON audit_events (actor_name);
+
+CREATE INDEX ix_audit_events_at ON audit_events (at);
 
 UPDATE alembic_version SET version_num='7c4d0a0d1e04' WHERE alembic_version.version_num = '7b3ca11e0003';
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
@@ -32,6 +34,21 @@ def protect_forms() -> None:
     if request.endpoint in CSRF_EXEMPT_WHEN_SIGNED_OUT and flow.current_user() is None:
         return
     flow.check_csrf()
+
+
+# Where ``next`` may send a browser after sign-in: a path on this server, with only the
+# characters a path and query need. No scheme, no host, no "//" or "/\\" start (browsers
+# read both as another host), no backslash, space, control character or fragment anywhere
+# (browsers drop tabs and newlines, so "/\t/evil.example" would become "//evil.example").
+SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]{0,499}")
+
+
+def safe_next(value: str | None) -> str | None:
+    """``value`` when it is a path on this server (see :data:`SAFE_NEXT`), else ``None``:
+    the login form never redirects anywhere else (no open redirect)."""
+    if value and SAFE_NEXT.fullmatch(value):
+        return value
+    return None
 
 
 def _failed(response: Response) -> bool:
@@ -79,10 +96,11 @@ def _login_page(
         response = jsonify(body)
         response.status_code = status
         return response
+    next_url = None if params.get("client_id") else safe_next(request.values.get("next"))
     return _page(
         "login.html",
         status,
-        params=params,
+        params={**params, "next": next_url} if next_url else params,
         client=client,
         error=error.description if error else None,
         username=request.form.get("username"),
@@ -128,6 +146,9 @@ def login_submit() -> BaseResponse:
 
 
 def _login(username: str | None) -> BaseResponse:
+    """Sign in (``username`` given: the form was posted), then go on: to the authorization
+    request's consent or client when it came with one, else to ``next`` when that is a
+    path on this server (``/account`` sends signed-out users here with it)."""
     params = flow.oauth_params()
     user = flow.current_user()
     grant = None
@@ -145,6 +166,9 @@ def _login(username: str | None) -> BaseResponse:
         devices.remember_device(user.username)
     if user is not None and grant is not None:
         return flow.proceed(grant, user, status=303)
+    next_url = None if params else safe_next(request.values.get("next"))
+    if user is not None and next_url and not flow.wants_json():
+        return redirect(next_url, 303 if username is not None else 302)
     if user is not None and username is not None:
         if flow.wants_json():
             return jsonify(status="signed_in", username=user.username)

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.auth_server.helpers import get_code, pkce_params
-from tests.conftest import Flow, bearer
+from tests.conftest import Flow, bearer, call_config
 
 MAX_EXAMPLES = int(os.environ.get("CLICKCALL_FUZZ_EXAMPLES", "20"))
 JSON_TYPE = "application/json"
@@ -498,7 +498,20 @@ def test_auth_server_never_answers_5xx(auth_app, user, web_client, admin_client)
 # --- the call API -------------------------------------------------------------------------
 
 
-def test_call_api_never_answers_5xx(call_app, api, user_token, admin_token):
+def test_call_api_never_answers_5xx(
+    auth_app, call_app, user, user_token, admin_token, databases, public_key_file
+):
+    """Every route, the pages' (``/calls``) included: their client is configured and the
+    fuzzing browser signed in, so their views run rather than only the sign-in redirect."""
+    from call_api import create_app
+    from tests.call_api.web_helpers import Pages, forward_to, pages_config, register_pages_client
+
+    pages = pages_config(register_pages_client(auth_app))
+    app = create_app(call_config(databases, public_key_file, **pages))
+    forward_to(app, auth_app)
+    browser = Pages(app, auth_app)
+    browser.sign_in(user)
+    api = browser.calls
     created = api.post("/rest/call", data={"number": "+14155550123"}, headers=bearer(user_token))
     token_call = created.json["token_call"]
     user_auths = (
@@ -545,4 +558,9 @@ def test_call_api_never_answers_5xx(call_app, api, user_token, admin_token):
         Case("GET", "/admin/calls/<token_call>", ("format",), auths=admin_auths),
         Case("POST", "/admin/calls/<token_call>/end", ("format",), auths=admin_auths),
     ]
-    assert fuzz(call_app, cases, api) >= 12
+    try:
+        assert fuzz(app, cases, api, last=("/calls/logout",)) >= 12
+    finally:
+        with app.app_context():
+            app.extensions["sqlalchemy"].session.remove()
+            app.extensions["sqlalchemy"].engine.dispose()
