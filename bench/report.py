@@ -55,6 +55,49 @@ def rows(results: dict[str, Any], items: list[tuple[str, dict[str, Any]]]) -> li
     return out
 
 
+def lifecycle_rows(life: dict[str, Any]) -> list[str]:
+    """The ``lifecycle`` scenario: delivery, latency, the outbox's cost, the drain."""
+    cfg, st = life["settings"], life["steady"]
+    lat = st["latency_ms"]
+    out = [
+        "",
+        f"Lifecycle: {cfg['calls_at_once']} calls at once to the simulator's answering number "
+        f"(rings {cfg['simulator_ring_s']:g} s, talks {cfg['simulator_talk_s']:g} s) for "
+        f"{cfg['seconds']} s, {cfg['webhook_workers']} webhook worker(s):",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| calls / events delivered | {st['calls']} / {st['events']} |",
+        f"| events/s delivered (calls/s) | {f(st['events_per_s'], 0)} "
+        f"({f(st['calls_per_s'], 1)}) |",
+        f"| transition → webhook received, p50 / p95 / p99 / max | {f(lat['p50'], 0)} / "
+        f"{f(lat['p95'], 0)} / {f(lat['p99'], 0)} / {f(lat['max'], 0)} ms |",
+        f"| worker CPU per event | {st['worker_cpu_ms_per_event']} ms |",
+        f"| every event once, verified, in order | {'yes' if st['check']['ok'] else '**no**'} |",
+    ]
+    box = life.get("outbox")
+    if box:
+        out += [
+            f"| POST+PUT req/s with / without the outbox (×) | {f(box['rps_with'], 0)} / "
+            f"{f(box['rps_without'], 0)} (×{f(box.get('throughput_ratio'), 2)}) |",
+            f"| POST+PUT p50 / p99 with vs without | {f(box['p50_ms_with'], 1)} / "
+            f"{f(box['p99_ms_with'], 1)} vs {f(box['p50_ms_without'], 1)} / "
+            f"{f(box['p99_ms_without'], 1)} ms |",
+            f"| CPU per request, app + PostgreSQL, with vs without | "
+            f"{f(box['cpu_ms_per_req_with'], 2)} vs {f(box['cpu_ms_per_req_without'], 2)} ms |",
+            f"| pgbench of the same SQL, with / without (×) | {f(box['pgbench_tps_with'], 0)} / "
+            f"{f(box['pgbench_tps_without'], 0)} tps (×{f(box['pgbench_ratio'], 2)}) |",
+        ]
+    drain = life.get("drain")
+    if drain and drain.get("events_per_s") is not None:
+        out.append(
+            f"| drain of a backlog: delivered / pending, seconds, events/s | "
+            f"{drain['delivered']} / {drain['backlog']}, {drain['seconds']} s, "
+            f"{f(drain['events_per_s'], 0)} |"
+        )
+    return out
+
+
 def main() -> int:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results.json")
     results = json.loads(path.read_text())
@@ -105,6 +148,9 @@ def main() -> int:
         )
     elif "proxy" in results:
         print(f"\nnginx part skipped: {results['proxy'].get('skipped')}")
+    life = results.get("lifecycle")
+    if life and "steady" in life:
+        print("\n".join(lifecycle_rows(life)))
     print("\n| target | value | met |\n|---|---|---|")
     for t in results.get("targets", []):
         print(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")

@@ -289,7 +289,17 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=300, help="timed requests per endpoint")
     p.add_argument("--cprofile", metavar="ENDPOINT", help="cProfile the timed requests of one")
     p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument(
+        "--no-outbox",
+        action="store_true",
+        help="the call API with calls.record_event a no-op (as bench/no_outbox_app.py): "
+        "against a normal run, what the outbox costs each transition",
+    )
     a = p.parse_args()
+    if a.no_outbox:
+        from bench import no_outbox_app
+
+        no_outbox_app.disable_outbox()
     work = Path(tempfile.mkdtemp(prefix="clickcall-cost-"))
     auth_url = seeding.recreate_database(a.postgres_url, AUTH_DB)
     calls_url = seeding.recreate_database(a.postgres_url, CALLS_DB)

@@ -18,7 +18,9 @@ What it does (docs/PERFORMANCE.md has the method and the latest numbers):
    worker's peak RSS;
 5. runs the call scenarios again through nginx in front of one, then two replicas of each
    service;
-6. prints a table, checks the targets and writes ``bench/results.json``.
+6. ``lifecycle``: calls the simulator dialer answers and ends, their webhooks delivered by
+   ``call-api worker`` to a receiver here, and what the outbox costs (``run_lifecycle``);
+7. prints a table, checks the targets and writes ``bench/results.json``.
 
 All traffic goes to 127.0.0.1; every run is bounded by its duration.
 """
@@ -60,6 +62,7 @@ SCENARIOS = (
     "call_create_end",
     "call_at_limit",
     "jwks",
+    "lifecycle",
 )
 CALL_SCENARIOS = ("call_get", "call_list", "call_create_end", "call_at_limit")
 CALL_LIMIT = 2
@@ -110,6 +113,11 @@ class Settings:
     keep: bool
     profile: list[str] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
+    lifecycle_calls: int = 32
+    lifecycle_seconds: int = 30
+    lifecycle_workers: int = 1
+    ring_seconds: float = 0.2
+    talk_seconds: float = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -166,6 +174,22 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         metavar="SCENARIO",
         help="run only these scenarios (repeatable; the baselines always run)",
     )
+    p.add_argument(
+        "--lifecycle-calls",
+        type=int,
+        default=32,
+        help="lifecycle: calls kept going at once (one closed-loop caller per user)",
+    )
+    p.add_argument(
+        "--lifecycle-seconds",
+        type=int,
+        help="lifecycle: seconds of calls the simulator answers and ends (default 30, quick 10)",
+    )
+    p.add_argument(
+        "--lifecycle-workers", type=int, default=1, help="lifecycle: webhook workers (default 1)"
+    )
+    p.add_argument("--ring-seconds", type=float, default=0.2, help="lifecycle: simulator ring")
+    p.add_argument("--talk-seconds", type=float, default=0.5, help="lifecycle: simulator talk")
     a = p.parse_args(argv)
     duration = a.duration or (3 if a.quick else 20)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
@@ -191,6 +215,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         keep=a.keep,
         profile=profile,
         only=a.only,
+        lifecycle_calls=a.lifecycle_calls,
+        lifecycle_seconds=a.lifecycle_seconds or (10 if a.quick else 30),
+        lifecycle_workers=a.lifecycle_workers,
+        ring_seconds=a.ring_seconds,
+        talk_seconds=a.talk_seconds,
     )
 
 
@@ -344,6 +373,40 @@ class Processes:
         service = Service(name, f"http://127.0.0.1:{port}", process, log_path, workers)
         self.services.append(service)
         return service
+
+    def python(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """A Python process of the project (``-m call_api.cli worker`` …), logged to a file."""
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        full_env.update(
+            {
+                "CLICKCALL_VAR_DIR": str(self.workdir / f"var-{name}"),
+                "PYTHONPATH": str(ROOT),
+                **env,
+            }
+        )
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.others.append(process)
+        return process
+
+    def end(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM one of ``others`` and wait for it."""
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if process in self.others:
+            self.others.remove(process)
 
     def wait_ready(self, services: list[Service], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -1217,6 +1280,316 @@ def run_proxy(ctx: Context, stack: Stack) -> None:
     ctx.results["proxy"] = {"nginx": out}
 
 
+# --------------------------------------------------------------------------- lifecycle
+
+
+def pending_events(ctx: Context) -> int:
+    """Events the worker has still to deliver."""
+    import sqlalchemy as sa
+
+    app = ctx.call_flask
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text("SELECT count(*) FROM call_events WHERE delivery = 'pending'")
+                ).scalar()
+                or 0
+            )
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``check()`` holds; BenchError after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise BenchError(f"lifecycle: {what} not within {timeout:.0f}s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def run_lifecycle(ctx: Context, stack: Stack) -> None:
+    """Scenario ``lifecycle``: calls the simulator answers and ends, their webhooks, and what
+    the outbox costs the call transaction (docs/PERFORMANCE.md, "Call lifecycle and
+    webhooks").
+
+    1. *steady*: ``--lifecycle-calls`` users each keep one call to the answering test number
+       going (open it, wait for its ``call.completed`` webhook, open the next) for
+       ``--lifecycle-seconds``; ``call-api simulator`` dials, ``call-api worker`` delivers to
+       a receiver in this process that verifies every signature. Events/s delivered, and
+       the time from each event's ``timestamp`` (the transition) to its receipt.
+    2. *outbox cost*: ``call_create_end`` (POST + PUT pairs, wrk) against this call API and,
+       side by side, against ``bench/no_outbox_app.py`` (the same app with
+       ``calls.record_event`` a no-op), worker and simulator stopped.
+    3. *drain*: the events step 2 wrote, delivered by the worker(s) as fast as they go.
+    """
+    from bench import lifecycle as lc
+
+    s = ctx.s
+    seed = ctx.seed
+    assert seed is not None
+    procs = ctx.procs
+    for service in [*stack.proxy_auths, *stack.proxy_calls]:
+        procs.stop(service)  # idle since the nginx part: give their memory back
+    out: dict[str, Any] = {
+        "settings": {
+            "calls_at_once": s.lifecycle_calls,
+            "seconds": s.lifecycle_seconds,
+            "webhook_workers": s.lifecycle_workers,
+            "simulator_ring_s": s.ring_seconds,
+            "simulator_talk_s": s.talk_seconds,
+            "worker_poll_interval_s": 0.5,
+            "worker_batch": 20,
+        }
+    }
+    ctx.results["lifecycle"] = out
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    say(
+        f"scenario lifecycle: an auth server (the simulator's tokens), the call API and the "
+        f"call API without its outbox ({s.workers} workers × {s.threads} threads each)"
+    )
+    auth = procs.gunicorn(
+        "lifecycle_auth",
+        "auth_server:create_app()",
+        1,
+        s.threads,
+        auth_env(ctx) | {"AUTH_ISSUER": issuer},
+        port=port,
+    )
+    env = call_env(ctx, issuer) | {"AUTH_ISSUER": issuer, "CALL_MAX_ONGOING_DEFAULT": "1000"}
+    api = procs.gunicorn("lifecycle_api", "call_api:create_app()", s.workers, s.threads, env)
+    bare = procs.gunicorn(
+        "no_outbox_api", "bench.no_outbox_app:create_app()", s.workers, s.threads, env
+    )
+    flask = seeding.auth_app(ctx.auth_url, ctx.keys_dir, issuer)
+    users = [seeding.BenchUser(u.id, u.username) for u in seed.writers]
+    seeding.mint_tokens(flask, seed, users)
+    dialer_id, dialer_secret = seeding.dialer_client(flask)
+    with flask.app_context():
+        flask.extensions["sqlalchemy"].engine.dispose()
+    # The other scenarios' calls are still queued: the simulator would take them (and
+    # keep the ones to other numbers going). They end before the webhook URL exists.
+    seeding.end_all_ongoing(ctx.call_flask)
+    receiver = lc.Receiver()
+    with ctx.call_flask.app_context():
+        from call_api.webhooks import set_endpoint
+
+        change = set_endpoint(
+            seed.web_client_id, receiver.url, ctx.call_flask.config, rotate_secret=True
+        )
+        assert change.secret is not None
+        receiver.secret = change.secret
+    procs.wait_ready([auth, api, bare])
+
+    def start_workers() -> list[subprocess.Popen[bytes]]:
+        return [
+            procs.python(
+                f"webhook_worker{i}", ["-m", "call_api.cli", "worker", "--id", f"bench-{i}"], env
+            )
+            for i in range(1, s.lifecycle_workers + 1)
+        ]
+
+    try:
+        # 1. steady
+        workers = start_workers()
+        simulator = procs.python(
+            "simulator",
+            [
+                "-m",
+                "call_api.cli",
+                "simulator",
+                "--id",
+                "bench-sim",
+                "--max-calls",
+                str(s.lifecycle_calls + 10),
+                "--wait",
+                "5",
+            ],
+            env
+            | {
+                "DIALER_CLIENT_ID": dialer_id,
+                "DIALER_CLIENT_SECRET": dialer_secret,
+                "CALL_API_URL": api.url,
+                "SIMULATOR_RING_SECONDS": str(s.ring_seconds),
+                "SIMULATOR_TALK_SECONDS": str(s.talk_seconds),
+            },
+        )
+        # Warm-up: one call through everything (tokens, connections, the first claims).
+        warm = lc.Openers(api.url, [(users[0].id, users[0].token)], receiver, 0.1)
+        warm.run()
+        if warm.failures or not warm.opened:
+            raise BenchError(f"lifecycle warm-up failed: {warm.failures}")
+        openers = lc.Openers(
+            api.url,
+            [(u.id, u.token) for u in users[: s.lifecycle_calls]],
+            receiver,
+            s.lifecycle_seconds,
+        )
+        say(
+            f"  steady: {s.lifecycle_calls} callers, {s.lifecycle_seconds}s; simulator rings "
+            f"{s.ring_seconds:g}s, talks {s.talk_seconds:g}s; {s.lifecycle_workers} worker(s)"
+        )
+        cpu = {p.pid: cpu_seconds(p.pid) for p in [*workers, simulator]}
+        api_cpu = api.cpu_seconds()
+        done = threading.Event()
+        ticker = threading.Thread(
+            target=progress,
+            args=("lifecycle steady", s.lifecycle_seconds, done.is_set),
+            daemon=True,
+        )
+        ticker.start()
+        window = openers.run()
+        done.set()
+        wait_until("the last calls' webhooks", lambda: pending_events(ctx) == 0, 60)
+        used = {p.pid: cpu_seconds(p.pid) - cpu[p.pid] for p in [*workers, simulator]}
+        api_cpu = api.cpu_seconds() - api_cpu
+        calls = [o.token_call for o in openers.opened]
+        wanted = set(calls)
+        received = [r for r in receiver.snapshot() if r.token_call in wanted]
+        in_window = [r for r in received if window[0] <= r.received_at <= window[1]]
+        check = lc.check_events(received, calls)
+        check["unverified"] = receiver.unverified
+        check["ok"] = check["ok"] and not receiver.unverified and not openers.failures
+        latency = lc.percentiles(r.latency_ms for r in received)
+        by_type = {
+            t: lc.percentiles(r.latency_ms for r in received if r.type == t) for t in lc.TYPES
+        }
+        worker_cpu = sum(used[p.pid] for p in workers)
+        out["steady"] = {
+            "calls": len(calls),
+            "events": len(received),
+            "events_per_s": round(len(in_window) / s.lifecycle_seconds, 1),
+            "calls_per_s": round(
+                sum(1 for r in in_window if r.type == "call.completed") / s.lifecycle_seconds, 1
+            ),
+            "latency_ms": latency,
+            "latency_ms_by_type": by_type,
+            "post_ms": lc.percentiles(o.post_ms for o in openers.opened),
+            "worker_cpu_ms_per_event": round(worker_cpu * 1000 / max(len(received), 1), 2),
+            "simulator_cpu_ms_per_call": round(used[simulator.pid] * 1000 / max(len(calls), 1), 2),
+            "api_cpu_ms_per_call": round(api_cpu * 1000 / max(len(calls), 1), 2),
+            "failures": openers.failures[:10],
+            "check": check,
+        }
+        st = out["steady"]
+        say(
+            f"  steady: {st['calls']} calls, {st['events']} events, {st['events_per_s']:.0f} "
+            f"events/s delivered; transition → receipt p50 {latency['p50']} ms, p99 "
+            f"{latency['p99']} ms; all delivered once, verified, in order: {check['ok']}"
+        )
+        for process in [simulator, *workers]:
+            procs.end(process)
+
+        # 2. outbox cost
+        data = {
+            "BENCH_DATA": write_data(ctx, "lifecycle_writers", [f"{u.id} {u.token}" for u in users])
+        }
+        rounds = 1 if s.quick else 2
+        runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
+        for _ in range(rounds):
+            for key, service, label in (
+                ("with", api, "POST+PUT, with the outbox"),
+                ("without", bare, "POST+PUT, outbox a no-op"),
+            ):
+                say(f"  outbox cost: {label}")
+                runs[key].append(
+                    measure(
+                        ctx,
+                        "call_create_end",
+                        service,
+                        service.url,
+                        "call_create_end.lua",
+                        env=data,
+                        label=f"lifecycle {label}",
+                        database=CALLS_DB,
+                        after=after_run(ctx, "call_create_end"),
+                    )
+                )
+
+        # The database's side: pgbench of the same transactions with and without the outbox.
+        pg_url = ctx.calls_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        tps: dict[str, list[float]] = {"with": [], "without": []}
+        for _ in range(rounds):
+            for key, script in (
+                ("with", "call_create_end.sql"),
+                ("without", "call_create_end_no_outbox.sql"),
+            ):
+                result = run_pgbench(
+                    s,
+                    f"pgbench {script}",
+                    pg_url,
+                    BENCH / "pgbench" / script,
+                    s.pg_clients,
+                    {"nusers": str(s.writers)},
+                )
+                say(f"  pgbench {script}: {result['tps']:.0f} tps")
+                tps[key].append(result["tps"])
+
+        def mean(key: str, field_name: str) -> float:
+            values = [r[field_name] for r in runs[key] if r.get(field_name) is not None]
+            return sum(values) / len(values) if values else 0.0
+
+        outbox: dict[str, Any] = {
+            "rounds": rounds,
+            "with": runs["with"],
+            "without": runs["without"],
+        }
+        for field_name in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req"):
+            outbox[f"{field_name}_with"] = round(mean("with", field_name), 2)
+            outbox[f"{field_name}_without"] = round(mean("without", field_name), 2)
+        if outbox["rps_without"]:
+            outbox["throughput_ratio"] = round(outbox["rps_with"] / outbox["rps_without"], 3)
+        if outbox["p50_ms_without"]:
+            outbox["p50_ratio"] = round(outbox["p50_ms_with"] / outbox["p50_ms_without"], 3)
+        outbox["pgbench_tps_with"] = round(sum(tps["with"]) / rounds, 1)
+        outbox["pgbench_tps_without"] = round(sum(tps["without"]) / rounds, 1)
+        outbox["pgbench_ratio"] = round(
+            outbox["pgbench_tps_with"] / outbox["pgbench_tps_without"], 3
+        )
+        outbox["extra_cpu_ms_per_request"] = round(
+            outbox["cpu_ms_per_req_with"] - outbox["cpu_ms_per_req_without"], 3
+        )
+        out["outbox"] = outbox
+        say(
+            f"  outbox cost: {outbox['rps_with']:.0f} vs {outbox['rps_without']:.0f} req/s "
+            f"(×{outbox.get('throughput_ratio')}), p50 {outbox['p50_ms_with']:.1f} vs "
+            f"{outbox['p50_ms_without']:.1f} ms, CPU/request "
+            f"+{outbox['extra_cpu_ms_per_request']} ms"
+        )
+
+        # 3. drain
+        backlog = pending_events(ctx)
+        limit = 60 if s.quick else 120
+        say(f"  drain: {backlog} pending events, {s.lifecycle_workers} worker(s), ≤ {limit}s")
+        before = len(receiver.snapshot())
+        workers = start_workers()
+        # Time from the first delivery (the worker's start-up is not delivery).
+        wait_until("the first delivery", lambda: len(receiver.snapshot()) > before, 60)
+        first = time.monotonic()
+        try:
+            wait_until("the backlog", lambda: pending_events(ctx) == 0, limit)
+        except BenchError:
+            pass  # a partial drain still measures the rate
+        elapsed = time.monotonic() - first
+        drained = len(receiver.snapshot()) - before
+        for process in workers:
+            procs.end(process)
+        out["drain"] = {
+            "backlog": backlog,
+            "delivered": drained,
+            "seconds": round(elapsed, 1),
+            "events_per_s": round(drained / elapsed, 1) if elapsed else None,
+            "unverified": receiver.unverified,
+        }
+        say(f"  drain: {drained} events in {elapsed:.1f}s = {drained / elapsed:.0f} events/s")
+    finally:
+        receiver.close()
+        for service in (api, bare, auth):
+            procs.stop(service)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1278,6 +1651,7 @@ def table(results: dict[str, Any]) -> str:
                 lines.append(row(f"{name} ×{replicas}", r))
         scaling = ", ".join(f"{k} {fmt(v, 2)}×" for k, v in nginx["scaling"].items())
         lines.append(f"scaling 1→2 replicas: {scaling}")
+    lines += lifecycle_lines(results.get("lifecycle"))
     lines.append("")
     lines.append(
         "×flask: req/s ÷ bare Flask's; ×pg: call_create_end pairs/s (req/s ÷ 2) ÷ pgbench "
@@ -1285,6 +1659,44 @@ def table(results: dict[str, Any]) -> str:
         "CPU ms: CPU time per request\nof the service's workers plus its PostgreSQL backends."
     )
     return "\n".join(lines)
+
+
+def lifecycle_lines(life: dict[str, Any] | None) -> list[str]:
+    if not life or "steady" not in life:
+        return []
+    st, cfg = life["steady"], life["settings"]
+    lat = st["latency_ms"]
+    lines = [
+        "-" * 97,
+        f"lifecycle: {cfg['calls_at_once']} calls at once to the simulator's answering number "
+        f"(rings {cfg['simulator_ring_s']:g}s, talks {cfg['simulator_talk_s']:g}s), "
+        f"{cfg['webhook_workers']} webhook worker(s)",
+        f"  steady {cfg['seconds']}s: {st['calls']} calls, {st['events']} events, "
+        f"{fmt(st['events_per_s'], 0)} events/s delivered ({fmt(st['calls_per_s'], 1)} calls/s); "
+        f"transition → webhook received p50 {fmt(lat['p50'], 0)} ms, p95 {fmt(lat['p95'], 0)} "
+        f"ms, p99 {fmt(lat['p99'], 0)} ms; worker CPU {st['worker_cpu_ms_per_event']} ms/event",
+    ]
+    box = life.get("outbox")
+    if box:
+        lines.append(
+            f"  outbox cost (POST+PUT pairs, wrk): {fmt(box['rps_with'], 0)} req/s with it, "
+            f"{fmt(box['rps_without'], 0)} without (×{fmt(box.get('throughput_ratio'), 2)}); "
+            f"p50 {fmt(box['p50_ms_with'], 1)} vs {fmt(box['p50_ms_without'], 1)} ms, "
+            f"p99 {fmt(box['p99_ms_with'], 1)} vs {fmt(box['p99_ms_without'], 1)} ms; "
+            f"CPU +{box['extra_cpu_ms_per_request']} ms/request"
+        )
+        lines.append(
+            f"  outbox cost in the database (pgbench, the same SQL): "
+            f"{fmt(box['pgbench_tps_with'], 0)} tps with it, {fmt(box['pgbench_tps_without'], 0)} "
+            f"without (×{fmt(box['pgbench_ratio'], 2)})"
+        )
+    drain = life.get("drain")
+    if drain and drain.get("events_per_s") is not None:
+        lines.append(
+            f"  drain: {drain['delivered']} of {drain['backlog']} pending events in "
+            f"{drain['seconds']}s = {fmt(drain['events_per_s'], 0)} events/s"
+        )
+    return lines
 
 
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1319,6 +1731,15 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": not errors,
         }
     )
+    life = results.get("lifecycle", {}).get("steady")
+    if life:
+        checks.append(
+            {
+                "target": "lifecycle: every event of every call delivered once, verified, in order",
+                "value": life["check"],
+                "met": life["check"]["ok"],
+            }
+        )
     held = results.get("checks", {})
     if held:
         checks.append(
@@ -1368,6 +1789,8 @@ def main(argv: list[str] | None = None) -> int:
         run_baselines(ctx, stack)
         run_scenarios(ctx, stack)
         run_proxy(ctx, stack)
+        if not s.only or "lifecycle" in s.only:
+            run_lifecycle(ctx, stack)
     except KeyboardInterrupt:
         say("interrupted")
         status = 130

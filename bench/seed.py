@@ -102,14 +102,14 @@ class Seed:
         return self.basic(self.admin_client_id, self.admin_client_secret)
 
 
-def auth_app(auth_url: str, keys_dir: Path) -> Flask:
+def auth_app(auth_url: str, keys_dir: Path, issuer: str = ISSUER) -> Flask:
     from auth_server import create_app
 
     return create_app(
         {
             "SQLALCHEMY_DATABASE_URI": auth_url,
             "AUTH_KEYS_DIR": str(keys_dir),
-            "AUTH_ISSUER": ISSUER,
+            "AUTH_ISSUER": issuer,
             "CALL_AUDIENCE": AUDIENCE,
             "SECRET_KEY": "bench-secret-key",
             "RATELIMIT_ENABLED": False,
@@ -201,6 +201,23 @@ def seed_auth(app: Flask, readers: int, writers: int) -> Seed:
             writers=users[readers : readers + writers],
             limited=users[readers + writers],
         )
+
+
+def dialer_client(app: Flask) -> tuple[str, str]:
+    """A client for the simulator dialer (``client_credentials``, scope ``dialer``):
+    ``(client_id, client_secret)``."""
+    from auth_server.clients import create_client
+
+    with app.app_context():
+        reg = create_client(
+            name="bench simulator",
+            redirect_uris=[],
+            grant_types=("client_credentials",),
+            response_types=(),
+            scope="dialer",
+        )
+        assert reg.client_secret
+        return reg.client.client_id, reg.client_secret
 
 
 def mint_codes(
@@ -298,6 +315,21 @@ def end_ongoing(app: Flask, subjects: list[str]) -> int:
         for token_call in tokens:
             calls.end_call(token_call, policy, reason="admin")
         return len(tokens)
+
+
+def end_all_ongoing(app: Flask) -> int:
+    """End every ongoing call (``end_reason: admin``), whoever's; returns how many."""
+    from sqlalchemy import select
+
+    from call_api.extensions import db
+    from call_api.models import Call
+
+    with app.app_context():
+        subjects = list(
+            db.session.scalars(select(Call.subject).where(Call.status == "ongoing").distinct())
+        )
+        db.session.rollback()
+    return end_ongoing(app, subjects)
 
 
 def seed_calls(app: Flask, seed: Seed, limit: int) -> None:

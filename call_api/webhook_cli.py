@@ -148,6 +148,14 @@ def verify_delivery(secret: str, body: bytes, headers: dict[str, str]) -> dict[s
     }
 
 
+class Receiver(ThreadingHTTPServer):
+    """Several workers send batches at once: the standard library's backlog of 5 pending
+    connections reset some of them."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 def make_receiver(host: str, port: int, secret: str) -> ThreadingHTTPServer:
     """A development webhook receiver: 204 for a verified POST, 401 otherwise; one JSON
     line per POST on standard output."""
@@ -172,7 +180,7 @@ def make_receiver(host: str, port: int, secret: str) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # standard output carries the events; no access log mixed in
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return Receiver((host, port), Handler)
 
 
 @webhooks.command("receive")

@@ -100,6 +100,10 @@ CREATE INDEX ix_call_events_call ON call_events (call_id, id);
 
 CREATE INDEX ix_call_events_due ON call_events (delivery, next_attempt_at);
 
+CREATE INDEX ix_call_events_pending ON call_events (id) WHERE delivery = 'pending';
+
+CREATE INDEX ix_call_events_call_pending ON call_events (call_id, id) WHERE delivery = 'pending';
+
 CREATE TABLE webhook_endpoints (
     client_id VARCHAR(64) NOT NULL, 
     url VARCHAR(2048), 

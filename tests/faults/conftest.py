@@ -267,3 +267,167 @@ def scratch_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="clickcall-faults-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the call lifecycle: webhooks and dialers under faults ---------------------------------
+
+# The call APIs of the lifecycle tests (tests/faults/test_webhook_faults.py and
+# test_dialer_faults.py) run for the whole session: booting them is most of a short test's
+# time. What differs between tests is in the processes each test starts (the worker's
+# CALL_WEBHOOK_* settings, the simulators') and in what it registers.
+LIFECYCLE_SETTINGS = {
+    "CALL_MAX_ONGOING_DEFAULT": "3",  # the load test's limit; the others stay below it
+    "CALL_DIALER_LEASE_SECONDS": "2",  # a dead dialer's calls are settled within seconds
+    "CALL_WEBHOOK_POLL_INTERVAL": "0.2",
+}
+KEPT_TABLES = ("alembic_version", "webhook_endpoints")  # each test rotates the secret
+
+
+@dataclass
+class Stack:
+    """A call API under gunicorn on one database, with the settings its worker and dialer
+    processes share (``env``) and an engine to read its tables."""
+
+    backend: str
+    server: Server
+    env: dict[str, str]
+    engine: sa.Engine
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params).all())
+
+    def empty(self) -> None:
+        """Delete every row (children first) but the webhook endpoints."""
+        tables = sa.MetaData()
+        tables.reflect(self.engine)
+        with self.engine.begin() as conn:
+            for table in reversed(tables.sorted_tables):
+                if table.name not in KEPT_TABLES:
+                    conn.execute(table.delete())
+
+
+@dataclass
+class LifecycleEnv:
+    """The fault env plus a real auth server whose issuer the call APIs trust (so that
+    ``call-api simulator`` processes get their dialer tokens from its token endpoint), and
+    a call API on PostgreSQL (the fault cluster, 2 workers) and one on SQLite (a file).
+
+    Users, the web app and the admin client are the fault env's; tokens are minted
+    in-process by an auth app with the real server's issuer (same database and key)."""
+
+    env: FaultEnv
+    issuer: str
+    auth_server: Server
+    auth_app: Flask
+    dialer: ClientInfo
+    stacks: dict[str, Stack]
+    _user_tokens: list[str] = field(default_factory=list)
+
+    def user_tokens(self) -> list[str]:
+        if not self._user_tokens:
+            self._user_tokens = [self.env.mint(u, app=self.auth_app) for u in self.env.users]
+        return list(self._user_tokens)
+
+    def _client_token(self, client: ClientInfo, scope: str) -> str:
+        r = self.auth_app.test_client().post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": scope},
+            headers=client.basic(),
+        )
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return str(r.get_json()["access_token"])
+
+    def admin_token(self) -> str:
+        return self._client_token(self.env.admin_client, "admin")
+
+    def dialer_token(self) -> str:
+        return self._client_token(self.dialer, "dialer")
+
+    def simulator_env(self, stack: Stack, ring: float, talk: float) -> dict[str, str]:
+        """What ``call-api simulator`` needs to dial for ``stack`` (with ``stack.env``)."""
+        return {
+            **stack.env,
+            "DIALER_CLIENT_ID": self.dialer.client_id,
+            "DIALER_CLIENT_SECRET": str(self.dialer.client_secret),
+            "AUTH_ISSUER": self.issuer,
+            "CALL_API_URL": stack.url,
+            "SIMULATOR_RING_SECONDS": str(ring),
+            "SIMULATOR_TALK_SECONDS": str(talk),
+        }
+
+
+def _sqlite_calls_db(folder: Path, public_key_file: Path) -> str:
+    """A new SQLite calls database with the schema built."""
+    from call_api import create_app as create_call
+    from call_api.schema import upgrade
+
+    url = f"sqlite:///{folder}/calls.db"
+    app = create_call(call_config(Databases("sqlite", "", url), public_key_file))
+    with app.app_context():
+        upgrade()
+        app.extensions["sqlalchemy"].engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def lifecycle(
+    fault_env: FaultEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LifecycleEnv]:
+    from auth_server import create_app as create_auth
+    from tests.e2e.servers import free_port
+
+    fault_env.ensure_up()
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    auth_app = create_auth(auth_config(fault_env.dbs, fault_env.keys_dir, AUTH_ISSUER=issuer))
+    dialer = make_client(
+        auth_app,
+        "Fault dialer",
+        redirect_uris=[],
+        grant_types=("client_credentials",),
+        response_types=(),
+        scope="dialer",
+    )
+    urls = {
+        "postgresql": fault_env.dbs.calls_url,
+        "sqlite": _sqlite_calls_db(tmp_path_factory.mktemp("lifecycle"), fault_env.public_key_file),
+    }
+    envs = {
+        backend: fault_env.call_env(AUTH_ISSUER=issuer, CALL_DATABASE_URL=url, **LIFECYCLE_SETTINGS)
+        for backend, url in urls.items()
+    }
+    sqlite_engine = sa.create_engine(urls["sqlite"], connect_args={"timeout": 30})
+    try:
+        with services(
+            fault_env.auth_server(port=port, AUTH_ISSUER=issuer),
+            run_service("call_api", envs["postgresql"], workers=2, threads=4),
+            run_service("call_api", envs["sqlite"], workers=1, threads=4),
+        ) as (auth_server, pg_api, sqlite_api):
+            stacks = {
+                "postgresql": Stack(
+                    "postgresql", pg_api, envs["postgresql"], fault_env.calls_engine
+                ),
+                "sqlite": Stack("sqlite", sqlite_api, envs["sqlite"], sqlite_engine),
+            }
+            yield LifecycleEnv(fault_env, issuer, auth_server, auth_app, dialer, stacks)
+    finally:
+        sqlite_engine.dispose()
+        with auth_app.app_context():
+            auth_app.extensions["sqlalchemy"].session.remove()
+            auth_app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def stacks(env: FaultEnv, lifecycle: LifecycleEnv) -> dict[str, Stack]:
+    """The lifecycle call APIs with their tables empty (``env`` empties PostgreSQL's)."""
+    lifecycle.stacks["sqlite"].empty()
+    return lifecycle.stacks

@@ -80,6 +80,20 @@ def upgrade():
     with op.batch_alter_table("call_events", schema=None) as batch_op:
         batch_op.create_index("ix_call_events_call", ["call_id", "id"], unique=False)
         batch_op.create_index("ix_call_events_due", ["delivery", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_call_events_pending",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("delivery = 'pending'"),
+            sqlite_where=sa.text("delivery = 'pending'"),
+        )
+        batch_op.create_index(
+            "ix_call_events_call_pending",
+            ["call_id", "id"],
+            unique=False,
+            postgresql_where=sa.text("delivery = 'pending'"),
+            sqlite_where=sa.text("delivery = 'pending'"),
+        )
 
     op.create_table(
         "webhook_endpoints",
@@ -113,6 +127,8 @@ def downgrade():
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_endpoints")
     with op.batch_alter_table("call_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_call_events_call_pending")
+        batch_op.drop_index("ix_call_events_pending")
         batch_op.drop_index("ix_call_events_due")
         batch_op.drop_index("ix_call_events_call")
     op.drop_table("call_events")
