@@ -63,12 +63,19 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 # `make test` spreads the tests over pytest-xdist workers (`-n … --dist loadgroup`). The
 # tests under these paths run together on one worker, in order, because they share
 # something that is costly to build per worker or exists only once: the fault suite's
-# throwaway PostgreSQL cluster (and its timing-sensitive loads), the browser module's
-# Chromium and server, the quick-start module's `make run` on the fixed ports 8888/8889.
+# throwaway PostgreSQL cluster (and its timing-sensitive loads), the browser modules'
+# Chromium and the pages' running stack (tests/e2e/stack.py), the quick-start module's
+# `make run` on the fixed ports 8888-8890. The call-lifecycle fault tests get a group (and so
+# a cluster) of their own: they inject no database fault, and their minute-long receiver
+# outage would otherwise hold up the rest of the fault suite. First match wins.
 # Everything else is per worker already (temp dirs, databases, free ports).
 XDIST_GROUPS = {
+    "tests/faults/test_webhook_faults.py": "lifecycle_faults",
+    "tests/faults/test_dialer_faults.py": "lifecycle_faults",
     "tests/faults/": "faults",
     "tests/e2e/test_browser.py": "browser",
+    "tests/e2e/test_journeys.py": "browser",
+    "tests/e2e/test_pages_a11y.py": "browser",
     "tests/e2e/test_quick_start.py": "ports_8888_8889",
 }
 
