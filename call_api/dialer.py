@@ -47,6 +47,7 @@ POLL_STEP = 0.2  # seconds between looks while a poll waits
 class PollResult:
     claimed: list[Call] = field(default_factory=list)
     ended: list[Call] = field(default_factory=list)
+    held: list[Call] = field(default_factory=list)  # live calls whose lease this poll renewed
 
     def __bool__(self) -> bool:
         return bool(self.claimed or self.ended)
@@ -60,11 +61,13 @@ def check_dialer_id(value: object) -> str:
     return value
 
 
-def _held_by(client_id: str, dialer_id: str) -> Any:
+def _held_by(client_id: str, dialer_id: str, now: datetime) -> Any:
+    """Calls this (client, dialer_id) holds: a lapsed lease is not renewed, even for a dialer
+    that comes back under the same id (the call was requeued or is being settled)."""
     return (
         (Call.dialer_client == client_id)
         & (Call.dialer_id == dialer_id)
-        & Call.lease_expires_at.is_not(None)
+        & (Call.lease_expires_at > now)
     )
 
 
@@ -76,7 +79,10 @@ def _poll_once(
     try:
         _expire_overdue(policy, now, skip_locked=True)
         held = db.session.scalars(
-            select(Call).where(_held_by(client_id, dialer_id)).order_by(Call.id).with_for_update()
+            select(Call)
+            .where(_held_by(client_id, dialer_id, now))
+            .order_by(Call.id)
+            .with_for_update()
         )
         for call in held:
             if call.status == "ended":
@@ -84,6 +90,7 @@ def _poll_once(
                 result.ended.append(call)
             else:
                 call.lease_expires_at = lease_until
+                result.held.append(call)
         if max_calls:
             claimable = (
                 select(Call)

@@ -774,11 +774,19 @@ def _document(max_duration: int) -> dict[str, Any]:
                 },
                 "DialerPollResult": {
                     "type": "object",
-                    "required": ["dialer_id", "lease_seconds", "calls", "ended"],
+                    "required": ["dialer_id", "lease_seconds", "calls", "held", "ended"],
                     "properties": {
                         "dialer_id": {"type": "string"},
                         "lease_seconds": {"type": "integer", "minimum": 1},
                         "calls": {"type": "array", "items": _ref("DialerCall")},
+                        "held": {
+                            "type": "array",
+                            "description": "The token_call of every live call this dialer "
+                            "holds, its lease renewed by this poll (claimed before this poll). "
+                            "A dialer that finds one it does not know (it restarted under the "
+                            "same dialer_id) must end it by reporting `failed`.",
+                            "items": {"type": "string"},
+                        },
                         "ended": {
                             "type": "array",
                             "description": "Calls this dialer holds that ended without it (the "

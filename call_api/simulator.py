@@ -308,6 +308,7 @@ class Simulator:
                 self.wait = max(0.0, min(self.settings.wait, lease / 3, MAX_WAIT))
                 for ended in data.get("ended", []):
                     self._ended(ended)
+                self._orphans(data.get("held", []))
                 if self.stop.is_set():
                     return  # claimed now, left to the lease rule (requeued)
                 for call in data.get("calls", []):
@@ -326,6 +327,22 @@ class Simulator:
         claims = call.get("claims")
         self.log(f"call {script.token_call} to {script.number}: claimed (claim {claims})")
         script.start()
+
+    def _orphans(self, held: list[Any]) -> None:
+        """Calls the call API says this dialer_id holds but no script runs (the simulator
+        restarted under the same id): they cannot be placed any more, so report them failed."""
+        with self._active_lock:
+            unknown = [str(t) for t in held if str(t) not in self._active]
+        for token_call in unknown:
+            response = self.post(
+                f"/dialer/calls/{token_call}/events",
+                {"dialer_id": self.settings.dialer_id, "event": "failed"},
+                timeout=15,
+            )
+            self.log(
+                f"call {token_call}: held under this dialer_id but not running here (a "
+                f"restart?): reported failed ({response.status_code})"
+            )
 
     def _ended(self, ended: dict[str, Any]) -> None:
         token_call = str(ended.get("token_call"))

@@ -49,6 +49,9 @@ def poll() -> Response:
             "dialer_id": dialer_id,
             "lease_seconds": pol.lease_seconds,
             "calls": [dialer.claimed_dict(c) for c in result.claimed],
+            # Every live call this dialer holds (renewed by this poll): one it does not know
+            # (it restarted under the same dialer_id) it must end, reporting "failed".
+            "held": [c.token_call for c in result.held],
             "ended": [
                 {"token_call": c.token_call, "state": c.state, "end_reason": c.end_reason}
                 for c in result.ended

@@ -69,8 +69,9 @@ def test_poll_claims_queued_calls_with_a_lease(call_app, api, user_token, dialer
     before = datetime.now(UTC)
     body = dialer.poll(max_calls=2)
     after = datetime.now(UTC)
-    assert set(body) == {"dialer_id", "lease_seconds", "calls", "ended"}
+    assert set(body) == {"dialer_id", "lease_seconds", "calls", "held", "ended"}
     assert (body["dialer_id"], body["lease_seconds"], body["ended"]) == ("sim-1", 30, [])
+    assert body["held"] == []  # claimed by this poll: in "calls", held from the next one
     assert [without_lease(c) for c in body["calls"]] == calls[:2]
     for claimed in body["calls"]:
         assert (claimed["dialer_id"], claimed["claims"]) == ("sim-1", 1)
@@ -87,6 +88,7 @@ def test_poll_claims_queued_calls_with_a_lease(call_app, api, user_token, dialer
         "dialer_id": "sim-1",
         "lease_seconds": 30,
         "calls": [],
+        "held": [c["token_call"] for c in calls],
         "ended": [],
     }
 
@@ -377,6 +379,7 @@ def test_a_long_poll_with_nothing_to_say_waits_then_answers_empty(dialer):
         "dialer_id": "sim-1",
         "lease_seconds": 30,
         "calls": [],
+        "held": [],
         "ended": [],
     }
     assert time.monotonic() - began >= 0.3
@@ -501,3 +504,30 @@ def test_dialer_bodies_must_be_json_objects(api, dialer):
         "/dialer/poll", data="sim-1", content_type="text/plain", headers=bearer(dialer.token)
     )
     assert r.status_code == 415
+
+
+def test_a_dialer_back_under_the_same_id_does_not_renew_a_lapsed_lease(
+    call_app, api, user_token, dialer, dialer_token
+):
+    """A dialer restarted with the same dialer_id after its lease lapsed holds nothing: its
+    poll neither renews the old lease nor lists the call, and another replica claims it (a
+    renewed lapsed lease would have kept the call unclaimable and never settled)."""
+    from tests.call_api.helpers import Dialer
+
+    call = start(api, user_token)
+    dialer.claim()
+    assert dialer.poll(max_calls=0)["held"] == [call["token_call"]]
+    set_columns(
+        call_app, call["token_call"], lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    again = dialer.poll(max_calls=0)
+    assert (again["calls"], again["held"], again["ended"]) == ([], [], [])
+    other = Dialer(api, dialer_token, dialer_id="sim-2")
+    [claimed] = other.claim()
+    assert (claimed["token_call"], claimed["dialer_id"], claimed["claims"]) == (
+        call["token_call"],
+        "sim-2",
+        2,
+    )
+    r = dialer.event_response(call["token_call"], "ringing")
+    assert r.status_code == 409 and r.json["error"] == "lease_lost"
