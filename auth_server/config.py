@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from werkzeug.security import DEFAULT_PBKDF2_ITERATIONS
 
 from shared.config import (
     ConfigError,
+    dev_secret_key,
     env_bool,
     env_int,
     env_list,
@@ -31,19 +31,6 @@ from .rules import SCOPES
 DEFAULT_PASSWORD_HASH_METHOD = "scrypt"
 MIN_SCRYPT_N, MIN_SCRYPT_R = 2**15, 8
 MIN_PBKDF2_ITERATIONS = {"sha256": 600_000, "sha512": 210_000}
-
-
-def _dev_secret_key() -> str:
-    """A per-checkout session key kept in ``var/`` so logins survive restarts."""
-    path = var_dir() / "auth_secret_key"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -168,4 +155,4 @@ def finalise(cfg: dict[str, Any]) -> None:
                 "it holds no signing key; run `auth-server keys rotate`"
             )
     elif not cfg["SECRET_KEY"]:
-        cfg["SECRET_KEY"] = _dev_secret_key()
+        cfg["SECRET_KEY"] = dev_secret_key("auth_secret_key")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from shared.config import (
     ConfigError,
+    dev_secret_key,
     env_bool,
     env_float,
     env_int,
@@ -82,19 +82,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def _dev_secret_key() -> str:
-    """A per-checkout key kept in ``var/`` so page sessions survive restarts."""
-    path = var_dir() / "call_secret_key"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
-
-
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -126,7 +113,7 @@ def _check_web_settings(cfg: dict[str, Any]) -> None:
             "the pages' public URL must be https:// (their cookies are Secure)",
         )
     elif not production and cfg["CALL_WEB_CLIENT_ID"] and not cfg["CALL_SECRET_KEY"]:
-        cfg["CALL_SECRET_KEY"] = _dev_secret_key()
+        cfg["CALL_SECRET_KEY"] = dev_secret_key("call_secret_key")
 
 
 def finalise(cfg: dict[str, Any]) -> None:

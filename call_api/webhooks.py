@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import urllib3
@@ -42,7 +42,7 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.errors import Conflict, InvalidRequest, ObjectDoesNotExist
 
-from .calls import _destination, _find, iso
+from .calls import _destination, _find, iso, now_utc
 from .extensions import db
 from .models import Call, CallEvent, DeliveryAttempt, WebhookEndpoint
 from .ssrf import check_webhook_url, resolve_for_delivery
@@ -54,10 +54,6 @@ USER_AGENT = "ClickCall-Webhooks/1"
 # Addresses of one host tried in turn when connecting fails (CALL_WEBHOOK_LEASE_SECONDS must
 # outlast this many timeouts: config.py checks it is more than twice CALL_WEBHOOK_TIMEOUT).
 MAX_ADDRESSES = 2
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
 def var_dir() -> Path:
     """The development state folder (``var/`` in the working directory)."""
     return Path(env_str("CLICKCALL_VAR_DIR", "var"))
+
+
+def dev_secret_key(name: str) -> str:
+    """A per-checkout secret kept in ``var/NAME`` (mode 0600), made on first use, so
+    development sessions survive restarts. Never used in production, which requires the
+    variable to be set."""
+    path = var_dir() / name
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
 
 
 def require_production_setting(name: str, value: object, bad: bool, why: str) -> None:

@@ -61,6 +61,7 @@ from werkzeug.wrappers import Response
 from shared.errors import InvalidToken
 
 from ..auth import is_person_token, refuse_revoked, verify_token
+from ..calls import now_utc
 from ..extensions import db
 from ..models import WebSession
 
@@ -109,10 +110,6 @@ class GrantRefused(Exception):
 
 def is_page_path(path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in PAGE_PREFIXES)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def hash_secret(value: str) -> str:
