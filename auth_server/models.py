@@ -355,3 +355,15 @@ class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[name-defined,misc]
     the columns and their meaning are ``shared.audit``'s)."""
 
     __tablename__ = "audit_events"
+
+
+# --- OpenID Connect (issue 13 §1) ---------------------------------------------------------
+
+
+# --- dynamic client registration (issue 13 §2) --------------------------------------------
+
+
+# --- device authorization grant (issue 13 §3) ---------------------------------------------
+
+
+# --- PAR and DPoP (issue 13 §4) -----------------------------------------------------------

@@ -477,6 +477,10 @@ def register(server: AuthorizationServer) -> None:
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)
     server.register_client_auth_method("client_secret_basic", client_secret_basic)
+    # OpenID Connect (issue 13 §1)
+    # dynamic client registration, private_key_jwt / client_secret_jwt (issue 13 §2)
+    # device authorization grant (issue 13 §3)
+    # PAR and DPoP (issue 13 §4)
 
 
 register(authorization)

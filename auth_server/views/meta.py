@@ -37,6 +37,10 @@ def metadata() -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         # Not an RFC 8414 name: ClickCall's revocation feed (auth_server/revocations.py).
         "revocation_feed_endpoint": f"{issuer}/oauth/revocations",
+        # OpenID Connect (issue 13 §1)
+        # dynamic client registration (issue 13 §2)
+        # device authorization grant (issue 13 §3)
+        # PAR and DPoP (issue 13 §4)
     }
 
 
