@@ -4,10 +4,13 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test lint format sql clean
 
-install: ## create .venv and install the project with its dev extras
+install: ## create .venv and install the project with its dev extras, and tests/oauth4webapi's npm packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# oauth4webapi for tests/e2e/test_oauth4webapi.py (skipped without node, except in CI)
+	@if command -v npm >/dev/null; then npm ci --prefix tests/oauth4webapi --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: tests/e2e/test_oauth4webapi.py will be skipped (Node 20 needed)"; fi
 
 run: ## both services on the embedded default (SQLite under var/)
 	$(BIN)/python manage.py
