@@ -24,6 +24,9 @@ CORS_PATHS = (
     "/oauth/revoke",
     "/.well-known/jwks.json",
     "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/oauth/userinfo",
+    "/oauth/par",
 )
 
 MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
@@ -42,7 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     limiter.init_app(app)
 
-    from .views import account, console, login, meta, oauth
+    from .views import account, console, device, login, meta, oauth, oidc, registration
 
     app.register_blueprint(ui.blueprint)
     app.register_blueprint(oauth.bp)
@@ -50,6 +53,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(meta.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(oidc.bp)
+    app.register_blueprint(registration.bp)
+    app.register_blueprint(device.bp)
     init_platform(app, METRICS, render_error)
     app.after_request(security_headers)
     if app.config["CORS_ORIGINS"]:
@@ -59,7 +65,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app,
             resources={path: {"origins": app.config["CORS_ORIGINS"]} for path in CORS_PATHS},
             supports_credentials=False,
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "DPoP"],
+            expose_headers=["DPoP-Nonce", "WWW-Authenticate"],
             methods=["GET", "POST", "OPTIONS"],
         )
     return app
@@ -71,7 +78,17 @@ def render_error(exc: ClickCallError) -> Response:
 
     if (
         request.path.startswith(
-            ("/oauth/token", "/oauth/revoke", "/oauth/introspect", "/.well-known", "/healthz")
+            (
+                "/oauth/token",
+                "/oauth/revoke",
+                "/oauth/introspect",
+                "/oauth/userinfo",
+                "/oauth/register",
+                "/oauth/device_authorization",
+                "/oauth/par",
+                "/.well-known",
+                "/healthz",
+            )
         )
         or wants_json()
     ):

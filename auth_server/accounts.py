@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import UTC, datetime
 
@@ -93,14 +94,87 @@ def validate_role(role: str) -> str:
     return role
 
 
-def create_user(username: str, password: str, role: str = DEFAULT_ROLE) -> User:
+# --- OpenID Connect claims: name, email -------------------------------------------------
+
+MAX_NAME = 200
+MAX_EMAIL = 254  # RFC 5321's limit on a forward path
+# A reasonable address, not RFC 5322's whole grammar: one @, a dot in the domain, no spaces,
+# no characters that have no business in an address shown to apps.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f\"<>()\[\],;:\\]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+def validate_name(name: str | None) -> str | None:
+    """The display name as stored (whitespace runs made one space), ``None`` for none."""
+    name = " ".join((name or "").split())
+    if not name:
+        return None
+    if len(name) > MAX_NAME:
+        raise InvalidRequest(f"The name is longer than {MAX_NAME} characters.")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidRequest("The name contains control characters.")
+    return name
+
+
+def validate_email(email: str | None) -> str | None:
+    """The email address as stored (the domain lower-cased), ``None`` for none."""
+    email = (email or "").strip()
+    if not email:
+        return None
+    if len(email) > MAX_EMAIL:
+        raise InvalidRequest(f"The email address is longer than {MAX_EMAIL} characters.")
+    if not EMAIL.fullmatch(email):
+        raise InvalidRequest(f"{email!r} is not an email address (name@example.com).")
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def create_user(
+    username: str,
+    password: str,
+    role: str = DEFAULT_ROLE,
+    name: str | None = None,
+    email: str | None = None,
+    email_verified: bool = False,
+) -> User:
     username = validate_username(username)
     validate_password(password)
     validate_role(role)
+    name, email = validate_name(name), validate_email(email)
     if db.session.scalar(select(User).where(User.username == username)) is not None:
         raise Conflict(f"The username {username!r} is taken.")
-    user = User(username=username, password_hash=hash_password(password), role=role)
+    user = User(
+        username=username,
+        password_hash=hash_password(password),
+        role=role,
+        name=name,
+        email=email,
+        email_verified=bool(email and email_verified),
+    )
     db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def set_profile(
+    user: User,
+    name: str | None = None,
+    email: str | None = None,
+    email_verified: bool | None = None,
+) -> User:
+    """Change the user's name and email (``None``: keep; ``""``: remove). A new address is
+    unverified unless ``email_verified`` says otherwise; without an address nothing is
+    verified. Apps see the change in userinfo at once, in ID tokens issued from now on."""
+    if name is not None:
+        user.name = validate_name(name)
+    if email is not None:
+        new = validate_email(email)
+        if new != user.email:
+            user.email_verified = False
+        user.email = new
+    if email_verified is not None:
+        if email_verified and not user.email:
+            raise InvalidRequest("There is no email address to mark verified.")
+        user.email_verified = email_verified
     db.session.commit()
     return user
 
@@ -168,6 +242,9 @@ def describe_user(user: User, details: bool = False) -> dict[str, object]:
         "created_at": _iso(user.created_at),
     }
     if details:
+        out["name"] = user.name
+        out["email"] = user.email
+        out["email_verified"] = user.email_verified
         out["disabled_at"] = _iso(user.disabled_at)
         out["authorized_clients"] = list(
             db.session.scalars(

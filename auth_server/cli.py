@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 from flask import current_app
@@ -18,16 +19,18 @@ from shared.cli import (
 )
 from shared.errors import InvalidRequest
 
-from . import accounts, create_app, sessions
+from . import accounts, create_app, registration, sessions
 from . import clients as client_service
 from .config import load_config
 from .extensions import db
 from .models import Client
 from .rules import (
+    CONFIDENTIAL_AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
     DEFAULT_ROLE,
     DEFAULT_SCOPE,
     GRANT_TYPES,
+    IMPLICIT_RESPONSE_TYPES,
     RESPONSE_TYPES,
     ROLE_SCOPES,
     ROLES,
@@ -73,6 +76,8 @@ PASSWORD_STDIN_HELP = (
 # Usernames may start with "-": read such a word as USERNAME, not as an unknown option.
 USERNAME_ARG = {"ignore_unknown_options": True}
 ROLES_HELP = "; ".join(f"{role}: {' '.join(ROLE_SCOPES[role])}" for role in ROLES)
+NAME_HELP = "The user's full name (the OpenID Connect 'name' claim, scope profile)."
+EMAIL_HELP = "The user's email address (the 'email' claim, scope email)."
 
 
 def _check_role(role: str) -> str:
@@ -103,14 +108,53 @@ def users() -> None:
     help=f"{' or '.join(ROLES)}: the scopes the user may be granted through the browser "
     f"flows ({ROLES_HELP}).",
 )
+@click.option("--name", metavar="NAME", help=f"{NAME_HELP} [default: none]")
+@click.option("--email", metavar="ADDRESS", help=f"{EMAIL_HELP} [default: none]")
+@click.option(
+    "--email-verified", is_flag=True, help="The address is known to be the user's. [default: off]"
+)
 @with_appcontext
-def users_create(username: str, password_stdin: bool, role: str) -> None:
+def users_create(
+    username: str,
+    password_stdin: bool,
+    role: str,
+    name: str | None,
+    email: str | None,
+    email_verified: bool,
+) -> None:
     """Create a user (the password is read from stdin, never from the command line)."""
     _check_role(role)
+    if email_verified and not email:
+        raise UsageProblem("--email-verified needs --email")
     password = _read_password(password_stdin)
     with service_errors():
-        user = accounts.create_user(username, password, role)
+        user = accounts.create_user(username, password, role, name, email, email_verified)
     click.echo(json.dumps({"id": user.id, "username": user.username}))
+
+
+@users.command("update", context_settings=USERNAME_ARG)
+@click.argument("username")
+@click.option("--name", metavar="NAME", help=f'{NAME_HELP} "" removes it. [default: unchanged]')
+@click.option(
+    "--email",
+    metavar="ADDRESS",
+    help=f'{EMAIL_HELP} "" removes it; a new address is unverified unless '
+    "--email-verified is given. [default: unchanged]",
+)
+@click.option(
+    "--email-verified/--no-email-verified",
+    default=None,
+    help="Whether the address is known to be the user's. [default: unchanged]",
+)
+@with_appcontext
+def users_update(
+    username: str, name: str | None, email: str | None, email_verified: bool | None
+) -> None:
+    """Change USERNAME's name and email address (the OpenID Connect profile and email
+    claims); prints the user."""
+    with service_errors():
+        user = accounts.set_profile(accounts.find_user(username), name, email, email_verified)
+    click.echo(json.dumps(accounts.describe_user(user, details=True), indent=2))
 
 
 @users.command("list")
@@ -215,13 +259,26 @@ def clients() -> None:
 
 
 def _check_implicit(grant_types: tuple[str, ...], response_types: tuple[str, ...]) -> None:
-    if "implicit" in grant_types and "token" not in response_types:
+    implicit = [r for r in response_types if r in IMPLICIT_RESPONSE_TYPES]
+    if "implicit" in grant_types and not implicit:
         # The contract: implicit needs an explicit --response-type token (no silent default).
         raise click.ClickException("The implicit grant needs --response-type token.")
 
 
 GRANTS = ", ".join(GRANT_TYPES)
-RESPONSES = " or ".join(RESPONSE_TYPES)
+RESPONSES = ", ".join(repr(t) if " " in t else t for t in RESPONSE_TYPES)
+POST_LOGOUT_HELP = (
+    "A URI the client may send people back to after RP-initiated logout (OpenID Connect "
+    "post_logout_redirect_uri), matched exactly; repeat for several."
+)
+REQUIRE_PAR_HELP = (
+    "The client must push its authorization requests to /oauth/par (RFC 9126 "
+    "require_pushed_authorization_requests); a plain authorization request is refused."
+)
+REQUIRE_DPOP_HELP = (
+    "The client must send a DPoP proof with every token request (RFC 9449 "
+    "dpop_bound_access_tokens): its access tokens are then always DPoP-bound."
+)
 ALLOW_ADMIN_HELP = (
     "Allow the admin scope together with authorization_code or implicit: only users with "
     "the admin role are then granted admin through this client (a warning on stderr says "
@@ -279,6 +336,36 @@ def _warn_admin_for_users(client: Client) -> None:
     help=f"{ALLOW_ADMIN_HELP} [default: off: such a client is refused]",
 )
 @click.option(
+    "--auth-method",
+    metavar="METHOD",
+    help="How the client authenticates at the token endpoint: "
+    f"{', '.join(CONFIDENTIAL_AUTH_METHODS)} (private_key_jwt needs --jwks-file or "
+    "--jwks-uri and gets no secret; client_secret_jwt keeps its secret encrypted too). "
+    "[default: client_secret_basic; none with --public]",
+)
+@click.option(
+    "--jwks-file",
+    type=click.File("r"),
+    metavar="FILE",
+    help="A JSON file with the client's public keys (a JWK Set), for private_key_jwt. "
+    "[default: none]",
+)
+@click.option(
+    "--jwks-uri",
+    metavar="URL",
+    help="Where the client publishes its public keys (a JWK Set), for private_key_jwt; "
+    "https:// in production. [default: none]",
+)
+@click.option(
+    "--post-logout-redirect-uri",
+    "post_logout_redirect_uris",
+    multiple=True,
+    metavar="URI",
+    help=f"{POST_LOGOUT_HELP} [default: none]",
+)
+@click.option("--require-par", is_flag=True, help=f"{REQUIRE_PAR_HELP} [default: off]")
+@click.option("--require-dpop", is_flag=True, help=f"{REQUIRE_DPOP_HELP} [default: off]")
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -293,10 +380,22 @@ def clients_create(
     scope: str,
     public: bool,
     allow_admin_for_users: bool,
+    auth_method: str | None,
+    jwks_file: Any,
+    jwks_uri: str | None,
+    post_logout_redirect_uris: tuple[str, ...],
+    require_par: bool,
+    require_dpop: bool,
     as_json: bool,
 ) -> None:
     """Register a client; its secret is shown once and stored hashed."""
     _check_implicit(grant_types, response_types)
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.load(jwks_file)
+        except ValueError as exc:
+            raise UsageProblem(f"--jwks-file is not JSON: {exc}") from exc
     with service_errors():
         registered = client_service.create_client(
             name=name,
@@ -307,7 +406,13 @@ def clients_create(
             public=public,
             production=_production(),
             allow_admin_for_users=allow_admin_for_users,
+            auth_method=auth_method,
+            jwks=jwks,
+            jwks_uri=jwks_uri,
+            post_logout_redirect_uris=post_logout_redirect_uris or None,
         )
+    if require_par or require_dpop:
+        client_service.set_request_policy(registered.client.client_id, require_par, require_dpop)
     _warn_admin_for_users(registered.client)
     out: dict[str, str] = {"client_id": registered.client.client_id}
     if registered.client_secret:
@@ -359,6 +464,19 @@ UNCHANGED = "[default: unchanged]"
     is_flag=True,
     help=f"{ALLOW_ADMIN_HELP} Needed when the update brings the two together. [default: off]",
 )
+@click.option(
+    "--post-logout-redirect-uri",
+    "post_logout_redirect_uris",
+    multiple=True,
+    metavar="URI",
+    help=f"{POST_LOGOUT_HELP} They replace the registered ones. {UNCHANGED}",
+)
+@click.option(
+    "--require-par/--no-require-par", default=None, help=f"{REQUIRE_PAR_HELP} {UNCHANGED}"
+)
+@click.option(
+    "--require-dpop/--no-require-dpop", default=None, help=f"{REQUIRE_DPOP_HELP} {UNCHANGED}"
+)
 @with_appcontext
 def clients_update(
     client_id: str,
@@ -368,6 +486,9 @@ def clients_update(
     response_types: tuple[str, ...],
     scope: str | None,
     allow_admin_for_users: bool,
+    post_logout_redirect_uris: tuple[str, ...],
+    require_par: bool | None,
+    require_dpop: bool | None,
 ) -> None:
     """Change a client's registration: only the options given change, checked as in
     `create`. The client keeps its id, its secret and whether it is public; prints it."""
@@ -383,7 +504,10 @@ def clients_update(
             scope=scope,
             production=_production(),
             allow_admin_for_users=allow_admin_for_users,
+            post_logout_redirect_uris=post_logout_redirect_uris or None,
         )
+        if require_par is not None or require_dpop is not None:
+            client = client_service.set_request_policy(client_id, require_par, require_dpop)
     if allow_admin_for_users:
         _warn_admin_for_users(client)
     click.echo(json.dumps(client_service.describe(client), indent=2))
@@ -426,6 +550,77 @@ def clients_rotate_secret(client_id: str) -> None:
     with service_errors():
         secret = client_service.rotate_secret(client_id)
     click.echo(json.dumps({"client_id": client_id, "client_secret": secret}))
+
+
+@main.group("registration-tokens")
+def registration_tokens() -> None:
+    """Initial access tokens for dynamic client registration (RFC 7591, POST /oauth/register)."""
+
+
+@registration_tokens.command("create")
+@click.option(
+    "--expires",
+    default="1d",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the token is valid: 30m, 1h, 7d, or never.",
+)
+@click.option(
+    "--max-uses",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="How many clients it may register. [default: no limit]",
+)
+@click.option(
+    "--note",
+    default="",
+    metavar="TEXT",
+    help="What the token is for (shown by list). [default: empty]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print {id, token, expires_at, max_uses} as JSON. [default: labelled lines]",
+)
+@with_appcontext
+def registration_tokens_create(
+    expires: str, max_uses: int | None, note: str, as_json: bool
+) -> None:
+    """Mint an initial access token; it is shown once and stored hashed."""
+    with service_errors():
+        minted = registration.create_token(registration.parse_expiry(expires), max_uses, note)
+    out = {
+        "id": minted.row.id,
+        "token": minted.token,
+        "expires_at": minted.row.expires_at,
+        "max_uses": minted.row.max_uses,
+    }
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"token:      {minted.token}   (shown once; stored hashed)")
+    click.echo(f"id:         {out['id']}")
+    click.echo(f"expires_at: {out['expires_at'] if out['expires_at'] is not None else 'never'}")
+    click.echo(f"max_uses:   {max_uses if max_uses is not None else 'unlimited'}")
+
+
+@registration_tokens.command("list")
+@with_appcontext
+def registration_tokens_list() -> None:
+    """List initial access tokens as JSON lines (never the token itself)."""
+    for row in registration.list_tokens():
+        click.echo(json.dumps(registration.describe_token(row)))
+
+
+@registration_tokens.command("revoke")
+@click.argument("token_id", type=int, metavar="ID")
+@with_appcontext
+def registration_tokens_revoke(token_id: int) -> None:
+    """Revoke an initial access token (clients it registered stay registered)."""
+    with service_errors():
+        registration.revoke_token(token_id)
+    click.echo(f"revoked registration token {token_id}")
 
 
 @main.group()

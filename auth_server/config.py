@@ -24,7 +24,10 @@ from shared.config import (
 )
 from shared.db import engine_options, normalise_url
 
-from .rules import SCOPES
+from .rules import DEVICE_CODE_GRANT_TYPE, SCOPES
+
+# AUTH_REGISTRATION: how the dynamic client registration endpoint (RFC 7591) is guarded.
+REGISTRATION_MODES = ("token", "open", "off")
 
 # Werkzeug's password hash (scrypt, N=2**15, r=8, p=1: about 0.1 s per hash). The tests set a
 # cheap one; production refuses anything weaker than these (OWASP's PBKDF2 counts).
@@ -58,13 +61,30 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CALL_AUDIENCE": env_str("CALL_AUDIENCE", "http://127.0.0.1:8889", env),
         "ACCESS_TOKEN_TTL": ttl,
         "AUTH_CODE_TTL": env_int("AUTH_CODE_TTL", 60, env),
+        # OpenID Connect: seconds an ID token is valid (its exp - iat).
+        "AUTH_ID_TOKEN_TTL": env_int("AUTH_ID_TOKEN_TTL", 3600, env),
+        # RFC 8628: how long a device code and its user code live, and the polling interval.
+        "AUTH_DEVICE_CODE_TTL": env_int("AUTH_DEVICE_CODE_TTL", 600, env),
+        "AUTH_DEVICE_POLL_INTERVAL": env_int("AUTH_DEVICE_POLL_INTERVAL", 5, env),
+        # Wrong codes typed on the /device page (guesses at someone else's code).
+        "AUTH_DEVICE_LIMIT_PER_IP": env_str("AUTH_DEVICE_LIMIT_PER_IP", "20 per minute", env),
+        "AUTH_DEVICE_LIMIT_PER_USER": env_str("AUTH_DEVICE_LIMIT_PER_USER", "5 per minute", env),
         "REFRESH_TOKEN_TTL": env_int("REFRESH_TOKEN_TTL", 30 * 24 * 3600, env),
+        # RFC 9126 (auth_server/par.py): a pushed request's lifetime; PAR for every client.
+        "AUTH_PAR_TTL": env_int("AUTH_PAR_TTL", 60, env),
+        "AUTH_REQUIRE_PAR": env_bool("AUTH_REQUIRE_PAR", False, env),
+        # RFC 9449 (auth_server/dpop.py): how far a proof's iat may be from now (either
+        # way), server nonces, and Redis for the jti replay cache (unset: the database).
+        "AUTH_DPOP_PROOF_WINDOW": env_int("AUTH_DPOP_PROOF_WINDOW", 60, env),
+        "AUTH_DPOP_NONCE": env_bool("AUTH_DPOP_NONCE", False, env),
+        "AUTH_DPOP_REDIS_URL": env_str("AUTH_DPOP_REDIS_URL", "", env),
         "OAUTH2_SCOPES_SUPPORTED": list(SCOPES),
         "OAUTH2_TOKEN_EXPIRES_IN": {
             "authorization_code": ttl,
             "client_credentials": ttl,
             "refresh_token": ttl,
             "implicit": implicit_ttl,
+            DEVICE_CODE_GRANT_TYPE: ttl,
         },
         "OAUTH2_REFRESH_TOKEN_GENERATOR": True,
         "CORS_ORIGINS": env_list("CORS_ORIGINS", env),
@@ -88,6 +108,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "AUTH_PASSWORD_HASH_METHOD": env_str(
             "AUTH_PASSWORD_HASH_METHOD", DEFAULT_PASSWORD_HASH_METHOD, env
         ),
+        # Dynamic client registration (RFC 7591): "token" (an initial access token minted
+        # with `auth-server registration-tokens create` is required), "open" (anyone may
+        # register) or "off" (no registration endpoint). See auth_server/registration.py.
+        "AUTH_REGISTRATION": env_str("AUTH_REGISTRATION", "token", env).strip().lower(),
+        "AUTH_REGISTRATION_OPEN_IN_PRODUCTION": env_bool(
+            "AUTH_REGISTRATION_OPEN_IN_PRODUCTION", False, env
+        ),
+        "AUTH_REGISTRATION_LIMIT": env_str("AUTH_REGISTRATION_LIMIT", "10 per minute", env),
     }
     return cfg
 
@@ -118,6 +146,16 @@ def finalise(cfg: dict[str, Any]) -> None:
     """Fill development defaults, or refuse them in production (naming the variable)."""
     production = cfg["APP_ENV"] == "production"
     weak_hash = password_hash_is_weak(cfg["AUTH_PASSWORD_HASH_METHOD"])
+    if cfg["AUTH_REGISTRATION"] not in REGISTRATION_MODES:
+        raise ConfigError(
+            f"AUTH_REGISTRATION={cfg['AUTH_REGISTRATION']!r}: use {', '.join(REGISTRATION_MODES)}"
+        )
+    for name in ("AUTH_PAR_TTL", "AUTH_DPOP_PROOF_WINDOW"):
+        if cfg[name] < 1:
+            raise ConfigError(f"{name}={cfg[name]} must be at least 1 (seconds)")
+    for name in ("AUTH_DEVICE_CODE_TTL", "AUTH_DEVICE_POLL_INTERVAL"):
+        if cfg[name] < 1:
+            raise ConfigError(f"{name}={cfg[name]} must be at least 1 (seconds)")
     if production:
         require_production_setting(
             "AUTH_PASSWORD_HASH_METHOD",
@@ -129,6 +167,13 @@ def finalise(cfg: dict[str, Any]) -> None:
         )
         require_production_setting(
             "AUTH_SECRET_KEY", "", not cfg["SECRET_KEY"], "set a long random session key"
+        )
+        require_production_setting(
+            "AUTH_REGISTRATION",
+            "open",
+            cfg["AUTH_REGISTRATION"] == "open" and not cfg["AUTH_REGISTRATION_OPEN_IN_PRODUCTION"],
+            "anyone could register clients; use token (initial access tokens), or set "
+            "AUTH_REGISTRATION_OPEN_IN_PRODUCTION=true if open registration is intended",
         )
         backend = make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
         require_production_setting(

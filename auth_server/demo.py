@@ -20,6 +20,9 @@ from .models import Client, User
 DEMO_USER = ("demo", "demo-password")
 DEMO_OPERATOR = ("admin", "admin-password")  # role admin: the consoles
 DEMO_CLIENT = ("demo-app", "demo-secret")
+DEMO_SCOPE = "call openid profile email"
+DEMO_RESPONSE_TYPES = ["code", "token", "id_token", "id_token token"]
+DEMO_NAME, DEMO_EMAIL = "Demo User", "demo@example.com"
 DEMO_ADMIN = ("demo-admin", "demo-admin-secret")
 TEST_REDIRECT = "http://127.0.0.1:8888/test"
 SIMULATOR_CLIENT = "simulator-dialer"
@@ -36,7 +39,7 @@ def ensure_demo() -> str:
     _refuse_in_production()
     created = []
     if db.session.scalar(select(User).where(User.username == DEMO_USER[0])) is None:
-        create_user(*DEMO_USER)
+        create_user(*DEMO_USER, name=DEMO_NAME, email=DEMO_EMAIL, email_verified=True)
         created.append("user")
     if db.session.scalar(select(User).where(User.username == DEMO_OPERATOR[0])) is None:
         create_user(*DEMO_OPERATOR, role="admin")
@@ -46,12 +49,21 @@ def ensure_demo() -> str:
             name="Demo click-to-call app",
             redirect_uris=[TEST_REDIRECT],
             grant_types=["authorization_code", "implicit", "refresh_token"],
-            response_types=["code", "token"],
-            scope="call",
+            response_types=DEMO_RESPONSE_TYPES,
+            scope=DEMO_SCOPE,
             client_id=DEMO_CLIENT[0],
             client_secret=DEMO_CLIENT[1],
+            post_logout_redirect_uris=[TEST_REDIRECT],
         )
         created.append("client")
+    elif "openid" not in get_client(DEMO_CLIENT[0]).client_metadata.get("scope", "").split():
+        # A demo database from before OpenID Connect: let its demo app try it too.
+        update_client(
+            DEMO_CLIENT[0],
+            response_types=DEMO_RESPONSE_TYPES,
+            scope=DEMO_SCOPE,
+            post_logout_redirect_uris=[TEST_REDIRECT],
+        )
     if db.session.scalar(select(Client).where(Client.client_id == DEMO_ADMIN[0])) is None:
         create_client(
             name="Demo admin console",
@@ -68,8 +80,8 @@ def ensure_demo() -> str:
         f"  user          {DEMO_USER[0]} / {DEMO_USER[1]}",
         f"  operator      {DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]} (role admin: the consoles)",
         f"  web client    client_id={DEMO_CLIENT[0]} client_secret={DEMO_CLIENT[1]}",
-        f"                redirect_uri={TEST_REDIRECT} scope=call "
-        "(authorization_code, implicit, refresh_token)",
+        f"                redirect_uri={TEST_REDIRECT} scope={DEMO_SCOPE} "
+        "(authorization_code, implicit, refresh_token; OpenID Connect)",
         f"  admin client  client_id={DEMO_ADMIN[0]} client_secret={DEMO_ADMIN[1]} "
         "scope=admin introspect (client_credentials)",
     ]

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import CSRFError, InvalidRequest
 
-from . import sessions
+from . import oidc, par, sessions
 from .consent import has_consent
 from .extensions import authorization
 from .models import User
@@ -29,10 +29,21 @@ OAUTH_PARAMS = (
     "state",
     "code_challenge",
     "code_challenge_method",
+    # OpenID Connect
+    "nonce",
+    "prompt",
+    "max_age",
+    "response_mode",
+    # PAR (RFC 9126): a pushed request stands for all of the above; DPoP code binding
+    "request_uri",
+    "dpop_jkt",
 )
 SCOPE_TEXT = {
     "call": "place, end and read phone calls on your behalf",
     "admin": "administer every user's calls",
+    "openid": "know who you are (your account's identifier) and that you signed in",
+    "profile": "see your name and username",
+    "email": "see your email address",
 }
 
 
@@ -43,7 +54,8 @@ def wants_json() -> bool:
 
 def oauth_params() -> dict[str, str]:
     """The OAuth parameters of this request, to carry through login and consent."""
-    return {k: request.values[k] for k in OAUTH_PARAMS if request.values.get(k) is not None}
+    params = {k: request.values[k] for k in OAUTH_PARAMS if request.values.get(k) is not None}
+    return par.carried(params)
 
 
 _USER = "clickcall.user"  # this request's signed-in user, once looked up
@@ -82,6 +94,7 @@ def login_user(user: User) -> None:
     )
     session["uid"] = user.id
     session["csrf"] = secrets.token_urlsafe(32)
+    oidc.mark_reauthenticated(oauth_params())  # prompt=login / max_age: satisfied now
     request.environ[_USER] = user
 
 
@@ -152,9 +165,13 @@ def with_query(endpoint: str, params: dict[str, str]) -> str:
 
 
 def oauth_error(error: OAuth2Error) -> Response:
-    """Redirect only to a validated redirect URI; otherwise show the error here."""
+    """Redirect only to a validated redirect URI (with ``iss``, RFC 9207); otherwise show
+    the error here."""
     if error.redirect_uri:
-        return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
+        response: Response = authorization.handle_error_response(None, error)
+        response.headers["Location"] = oidc.add_issuer(response.headers["Location"])
+        response.headers["Cache-Control"] = "no-store"
+        return response
     authorization.describe(None, error)
     body = {"error": error.error, "error_description": error.description}
     if wants_json():
@@ -173,6 +190,7 @@ def validate_grant(user: User | None) -> Any:
     With a signed-in ``user`` the scope is narrowed to what their role allows (or
     ``invalid_scope``, redirected to the client, when nothing is left): the consent page,
     the remembered consent and what is issued all see only that."""
+    par.prepare()  # a request_uri: the pushed request's parameters from here on
     try:
         grant = authorization.get_consent_grant(end_user=user)
     except UnsupportedResponseTypeError as error:
@@ -195,14 +213,26 @@ def validate_grant(user: User | None) -> Any:
         raise InvalidRequestError(
             "The request contains characters that are not allowed in its parameters."
         ) from exc
+    oidc.check_request(grant)
+    if "none" in oidc.prompts(grant) and (user is None or oidc.must_sign_in(grant, oauth_params())):
+        raise oidc.login_required(grant)
     if user is not None:
         grant.limit_scope_to_role(user, grant.redirect_uri)
     return grant
 
 
+def must_sign_in(grant: Any) -> bool:
+    """The signed-in user must sign in again first (``prompt=login``, ``max_age``)."""
+    return oidc.must_sign_in(grant, oauth_params())
+
+
 def finish(grant: Any, user: User | None, status: int = 302) -> Response:
     """Issue the code or token (``user``) or ``access_denied`` (``None``) to the client."""
+    used = par.consume()  # a pushed request serves one authorization
+    if used is not None:
+        return oauth_error(used)
     response: Response = authorization.create_authorization_response(grant_user=user, grant=grant)
+    oidc.forget_reauthentication()
     if response.status_code == 302:
         response.status_code = status
     response.headers["Cache-Control"] = "no-store"
@@ -210,7 +240,9 @@ def finish(grant: Any, user: User | None, status: int = 302) -> Response:
 
 
 def proceed(grant: Any, user: User, status: int) -> BaseResponse:
-    """Signed in: straight to the client when consent exists, else to the consent page.
+    """Signed in: straight to the client when consent exists (and ``prompt=consent`` does
+    not ask for the page anyway), else to the consent page (``prompt=none``:
+    ``consent_required`` instead).
 
     The scope is first narrowed to what ``user``'s role allows (the grant may have been
     validated before the user signed in), so a remembered consent never covers more."""
@@ -218,8 +250,11 @@ def proceed(grant: Any, user: User, status: int) -> BaseResponse:
         grant.limit_scope_to_role(user, grant.redirect_uri)
     except OAuth2Error as error:
         return oauth_error(error)
-    if has_consent(user.id, grant.client.client_id, grant.request.scope):
+    asked = oidc.prompts(grant)
+    if "consent" not in asked and has_consent(user.id, grant.client.client_id, grant.request.scope):
         return finish(grant, user, status)
+    if "none" in asked:
+        return oauth_error(oidc.consent_required(grant))
     return redirect(with_query("login.grant", oauth_params()), 303)
 
 
@@ -236,6 +271,6 @@ def signed_in_grant() -> tuple[User, Any] | BaseResponse:
         grant = validate_grant(user)
     except OAuth2Error as error:
         return oauth_error(error)
-    if user is None:
+    if user is None or must_sign_in(grant):
         return redirect(with_query("login.login", oauth_params()), 302)
     return user, grant

@@ -13,6 +13,7 @@ from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
 from authlib.oauth2.rfc6749 import scope_to_list
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -20,15 +21,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.audit import AuditEventMixin
+from shared.dpop import DPoPJtiMixin
 
 from .extensions import db
 from .rules import (
     DEFAULT_ROLE,
     DEFAULT_SECRET_AUTH_METHOD,
+    JWT_AUTH_METHODS,
     PUBLIC_AUTH_METHOD,
     SECRET_AUTH_METHODS,
     redirect_uri_allowed,
@@ -86,6 +90,13 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     role: Mapped[str] = mapped_column(
         String(20), nullable=False, default=DEFAULT_ROLE, server_default=DEFAULT_ROLE
     )
+    # OpenID Connect claims (scopes ``profile`` and ``email``): set by `auth-server users
+    # create/update --name --email` and the operator console. ``None``: not known.
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    email_verified: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
     @property
     def is_disabled(self) -> bool:
@@ -109,6 +120,13 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
     client_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     client_secret: Mapped[str | None] = mapped_column(String(160), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Dynamic client registration (RFC 7592): SHA-256 of the registration access token.
+    registration_token_hash: Mapped[str | None] = mapped_column(
+        String(64), unique=True, index=True, nullable=True
+    )
+    # client_secret_jwt only: the secret, Fernet-encrypted with a key derived from SECRET_KEY
+    # (an HMAC key must be known in the clear; client_auth.py).
+    client_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     @property
     def is_public(self) -> bool:
@@ -138,9 +156,13 @@ class Client(db.Model, OAuth2ClientMixin):  # type: ignore[name-defined,misc]
         return redirect_uri_allowed(self.redirect_uris, redirect_uri, port_may_vary=self.is_public)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        """Public clients use ``none``; confidential ones either secret method."""
+        """Public clients use ``none``; a client registered for a JWT assertion method
+        (``private_key_jwt``, ``client_secret_jwt``) that method alone; other confidential
+        ones either secret method."""
         if self.is_public:
             return method == PUBLIC_AUTH_METHOD
+        if self.token_endpoint_auth_method in JWT_AUTH_METHODS:
+            return method == self.token_endpoint_auth_method
         return method in SECRET_AUTH_METHODS
 
     def get_allowed_scope(self, scope: str | None) -> str:
@@ -174,7 +196,13 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
     scope: Mapped[str] = mapped_column(Text, default="")
     code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
     code_challenge_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # When the user signed in (their login session's start): the ID token's auth_time.
     auth_time: Mapped[int] = mapped_column(BigInteger, default=lambda: int(time.time()))
+    # OpenID Connect: the authorization request's nonce, for the ID token.
+    nonce: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # DPoP (RFC 9449 §10): the ``dpop_jkt`` of the authorization request; the code is then
+    # redeemed only with a proof by that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Set when the code was presented again: a redemption still in flight is then refused
@@ -193,7 +221,13 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined,misc]
     def get_auth_time(self) -> int:
         return self.auth_time
 
-    def get_nonce(self) -> None:
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
         return None
 
 
@@ -260,7 +294,8 @@ class Token(db.Model):  # type: ignore[name-defined,misc]
     user_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True
     )
-    grant_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    # 64: the device grant's name is a URN (urn:ietf:params:oauth:grant-type:device_code).
+    grant_type: Mapped[str] = mapped_column(String(64), nullable=False)
     scope: Mapped[str] = mapped_column(Text, default="")
     issued_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -274,6 +309,9 @@ class Token(db.Model):  # type: ignore[name-defined,misc]
         nullable=False,
     )
     code_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # DPoP (RFC 9449 §5): a public client's refresh token is bound to the key of the proof
+    # it was issued with (its RFC 7638 thumbprint); refreshing needs a proof by that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     # Authlib's TokenMixin / refresh-grant interface
     def get_scope(self) -> str:
@@ -360,10 +398,141 @@ class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[name-defined,misc]
 # --- OpenID Connect (issue 13 §1) ---------------------------------------------------------
 
 
+class UsedNonce(db.Model):  # type: ignore[name-defined,misc]
+    """A ``nonce`` an ID token was issued with (auth_server/oidc.py): the same client may
+    not use it again while such an ID token is valid (``expires_at``), then it is pruned.
+
+    The unique key makes the check hold under concurrency: of two requests with one nonce,
+    the second insert fails. Only the nonce's SHA-256 is kept.
+    """
+
+    __tablename__ = "oidc_nonces"
+    __table_args__ = (
+        UniqueConstraint("client_id", "nonce_hash", name="uq_oidc_nonce_client"),
+        Index("ix_oidc_nonces_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    nonce_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 # --- dynamic client registration (issue 13 §2) --------------------------------------------
+
+
+class RegistrationToken(db.Model):  # type: ignore[name-defined,misc]
+    """An initial access token (RFC 7591 §3): lets its holder register clients.
+
+    Minted by an operator (``auth-server registration-tokens create``); only its SHA-256 is
+    kept. ``max_uses`` (``None``: unlimited) bounds the registrations it allows, counted in
+    ``uses`` by a conditional ``UPDATE`` (registration.consume_token), so concurrent
+    registrations never exceed it. Times are Unix seconds; ``expires_at`` ``None``: never.
+    """
+
+    __tablename__ = "registration_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    note: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ClientAssertionJti(db.Model):  # type: ignore[name-defined,misc]
+    """A client assertion already used (RFC 7523 §3: ``jti`` single-use): refused if seen
+    again before ``expires_at`` (the assertion's ``exp``), then pruned."""
+
+    __tablename__ = "client_assertion_jtis"
+    __table_args__ = (Index("ix_client_assertion_jtis_expires_at", "expires_at"),)
+
+    # SHA-256 of client_id and jti: the jti is the client's choice, of any length.
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 # --- device authorization grant (issue 13 §3) ---------------------------------------------
 
 
+class DeviceCode(db.Model):  # type: ignore[name-defined,misc]
+    """One device authorization request (RFC 8628; auth_server/device_flow.py holds the rules).
+
+    The device polls with ``device_code`` (only its SHA-256 is kept); its user types
+    ``user_code`` (8 letters of ``device_flow.USER_CODE_ALPHABET``, stored without the dash)
+    on the /device page. ``status``: ``pending`` until the user decides, then ``approved``
+    (``user_id`` and ``approved_scope``, narrowed to the user's role, set) or ``denied``;
+    ``used`` once tokens were issued. ``poll_interval`` grows by 5 s at each ``slow_down``.
+    Times are Unix seconds.
+    """
+
+    __tablename__ = "device_codes"
+    __table_args__ = (Index("ix_device_codes_expires_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_code: Mapped[str] = mapped_column(String(8), unique=True, nullable=False)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    poll_interval: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_polled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
+    user_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    approved_scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    # Authlib's DeviceCredentialMixin
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_scope(self) -> str:
+        return self.approved_scope or ""
+
+    def get_user_code(self) -> str:
+        return self.user_code
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= time.time()
+
+
 # --- PAR and DPoP (issue 13 §4) -----------------------------------------------------------
+
+
+class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined,misc]
+    """An authorization request pushed to ``/oauth/par`` (RFC 9126; auth_server/par.py).
+
+    ``request_uri_hash``: SHA-256 of the ``request_uri`` handed to the client (only the hash
+    is kept); ``params``: the validated request's parameters (JSON). Good until
+    ``expires_at``, for one authorization: ``used_at`` is set when it completes (code issued
+    or access denied). Times are Unix seconds.
+    """
+
+    __tablename__ = "pushed_authorization_requests"
+    __table_args__ = (Index("ix_pushed_authorization_requests_expires_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_uri_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False
+    )
+    params: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class DPoPJti(DPoPJtiMixin, db.Model):  # type: ignore[name-defined,misc]
+    """DPoP proofs already seen (RFC 9449 §11.1), shared by the replicas (shared/dpop.py)."""
+
+    __tablename__ = "dpop_jtis"

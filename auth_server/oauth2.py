@@ -14,14 +14,19 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    UnauthorizedClientError,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint
+from authlib.oauth2.rfc8628 import DeviceCodeGrant as BaseDeviceCodeGrant
+from authlib.oidc.core.grants import OpenIDImplicitGrant as AuthlibOpenIDImplicitGrant
 from flask import Flask, current_app
 from sqlalchemy import select, update
 
-from . import revocations
+from . import device_flow, dpop, revocations
+from .client_auth import register_methods
 from .consent import touch_consent
 from .extensions import authorization, db
 from .metrics import TOKENS_ISSUED
@@ -34,12 +39,22 @@ from .models import (
     active_user,
     sha256_hex,
 )
-from .oauth_errors import AuthorizationServer
+from .oauth_errors import AuthorizationServer, one_of
+from .oidc import (
+    ClickCallIssuerParameter,
+    ClickCallOpenIDCode,
+    EndSession,
+    ImplicitIDToken,
+    record_nonce,
+    request_auth_time,
+)
+from .registration import register_endpoints
 from .revocations import revoke_code_tokens, revoke_family
 from .rules import (
     CLIENT_AUTH_METHODS,
+    CONFIDENTIAL_AUTH_METHODS,
+    DEVICE_CODE_GRANT_TYPE,
     INTROSPECT_SCOPE,
-    SECRET_AUTH_METHODS,
     role_scopes,
     scope_for_role,
 )
@@ -47,7 +62,8 @@ from .tokens import continue_grant, generate_access_token, read_own_token, unver
 
 log = logging.getLogger("clickcall.auth")
 
-SECRET_METHODS = list(SECRET_AUTH_METHODS)
+# Confidential clients: a secret, or a signed client assertion (client_auth.py).
+SECRET_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 ALL_METHODS = list(CLIENT_AUTH_METHODS)
 
 
@@ -136,7 +152,10 @@ def save_token(token: dict[str, Any], request: Any) -> None:
         ),
         family_id=claims["grant_id"],  # the refresh token's family when refreshing
         code_id=code.id if isinstance(code, AuthorizationCode) else None,
+        dpop_jkt=dpop.request_jkt(),  # DPoP: the access token's cnf.jkt
     )
+    if row.dpop_jkt:
+        token["token_type"] = "DPoP"  # RFC 9449 §5: the response Authlib sends is this dict
     db.session.add(row)
     if request.user is not None:
         touch_consent(request.user.id, request.client.client_id)
@@ -168,7 +187,7 @@ def role_refusal(scope: str | None, role: str) -> str:
     """Why a user with ``role`` can be granted none of ``scope`` (an error description)."""
     allowed = role_scopes(role)
     names = " ".join((scope or "").split()) or "none"
-    can = f"it allows {' and '.join(allowed)}" if allowed else "it allows no scope"
+    can = f"it allows {one_of(list(allowed), 'and')}" if allowed else "it allows no scope"
     return (
         f"The signed-in user's role ({role}) allows none of the requested scopes ({names}); {can}."
     )
@@ -220,6 +239,12 @@ class AuthorizationCodeGrant(RoleScoped, grants.AuthorizationCodeGrant):
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         data = request.payload.data
+        nonce = data.get("nonce")  # OpenID Connect: for the ID token, and never twice
+        record_nonce(
+            request.client.client_id,
+            nonce,
+            InvalidRequestError(state=request.payload.state, redirect_uri=self.redirect_uri),
+        )
         db.session.add(
             AuthorizationCode(
                 code_hash=sha256_hex(code),
@@ -230,6 +255,9 @@ class AuthorizationCodeGrant(RoleScoped, grants.AuthorizationCodeGrant):
                 scope=request.scope or "",
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method"),
+                auth_time=request_auth_time() or int(time.time()),
+                nonce=nonce,
+                dpop_jkt=data.get("dpop_jkt"),  # RFC 9449 §10 (checked by par.prepare)
                 expires_at=int(time.time()) + current_app.config["AUTH_CODE_TTL"],
             )
         )
@@ -251,6 +279,7 @@ class AuthorizationCodeGrant(RoleScoped, grants.AuthorizationCodeGrant):
             )
         if row.client_id != client.client_id:
             raise InvalidGrantError("The authorization code was issued to another client.")
+        dpop.check_bound_code(row.dpop_jkt)  # before claiming: a wrong proof burns nothing
         claimed = db.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
@@ -300,6 +329,37 @@ class ImplicitGrant(RoleScoped, grants.ImplicitGrant):
         return client
 
 
+class OpenIDImplicitGrant(RoleScoped, ImplicitIDToken, AuthlibOpenIDImplicitGrant):
+    """OpenID Connect's implicit flow (``response_type=id_token`` or ``id_token token``),
+    for clients registered with those response types; ``nonce`` required, never reused."""
+
+    ERROR_IN_FRAGMENT = True
+
+    def authenticate_token_endpoint_client(self) -> Client:
+        client = query_client(self.request.payload.client_id or "")
+        if client is None:
+            raise InvalidClientError(description="The client does not exist on this server.")
+        return client
+
+    def validate_consent_request(self) -> str:
+        # Authlib's override forgets what the base grant records: the validated redirect URI.
+        redirect_uri: str = super().validate_consent_request()
+        self.redirect_uri = redirect_uri
+        return redirect_uri
+
+    def create_granted_params(self, grant_user: Any) -> Any:
+        record_nonce(
+            self.request.client.client_id,
+            self.request.payload.data.get("nonce"),
+            InvalidRequestError(
+                state=self.request.payload.state,
+                redirect_uri=self.redirect_uri,
+                redirect_fragment=True,
+            ),
+        )
+        return super().create_granted_params(grant_user)
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_METHODS
 
@@ -326,6 +386,7 @@ class RefreshTokenGrant(RoleScoped, grants.RefreshTokenGrant):
             )
         # Refuse a widened scope before claiming: a failed request must not burn the token.
         self._validate_token_scope(row)
+        dpop.check_bound_refresh(row.dpop_jkt, self.request.client)
         claimed = db.session.execute(
             update(Token)
             .where(Token.id == row.id, Token.refresh_used_at.is_(None))
@@ -355,6 +416,73 @@ class RefreshTokenGrant(RoleScoped, grants.RefreshTokenGrant):
     def issue_token(self, user: User | None, refresh_token: Token) -> dict[str, Any]:
         continue_grant(refresh_token.family_id)  # the new tokens stay in the same grant
         return super().issue_token(user, refresh_token)  # type: ignore[no-any-return]
+
+
+class DeviceCodeGrant(RoleScoped, BaseDeviceCodeGrant):
+    """RFC 8628 §3.4: the device polls with its device code (auth_server/device_flow.py).
+
+    Authlib's checks, with RFC 8628's error codes (Authlib answers an unknown device code
+    with ``invalid_request`` and another client's with ``unauthorized_client``; RFC 6749
+    §5.2 says ``invalid_grant``) and with the single use claimed atomically. The tokens are
+    those of the authorization code grant: the approved scope, narrowed again to the user's
+    role; a refresh token when the client has the ``refresh_token`` grant.
+    """
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+
+    def validate_token_request(self) -> None:
+        device_code = self.request.payload.data.get("device_code")
+        if not device_code:
+            raise InvalidRequestError(
+                f"The 'device_code' parameter is required with grant_type={self.GRANT_TYPE}."
+            )
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(
+                f"This client is not registered for grant_type={self.GRANT_TYPE}."
+            )
+        credential, user = device_flow.poll(device_code, client)
+        self.request.user = user
+        self.request.client = client
+        self.request.credential = credential
+
+
+class DeviceAuthorization(DeviceAuthorizationEndpoint):
+    """RFC 8628 §3.1-3.2: ``POST /oauth/device_authorization``; the client authenticates as
+    at the token endpoint (a public client sends its ``client_id``)."""
+
+    CLIENT_AUTH_METHODS = ALL_METHODS
+
+    def get_verification_uri(self) -> str:
+        return f"{current_app.config['AUTH_ISSUER']}/device"
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], list[Any]]:
+        client = self.authenticate_client(request)
+        if not client.check_grant_type(DEVICE_CODE_GRANT_TYPE):
+            raise UnauthorizedClientError(
+                f"This client is not registered for grant_type={DEVICE_CODE_GRANT_TYPE}."
+            )
+        self.server.validate_requested_scope(request.payload.scope)
+        scope = client.get_allowed_scope(request.payload.scope)
+        if scope is None:
+            raise InvalidScopeError()  # described by oauth_errors: which scope, and why
+        device_code, row = device_flow.start(client, scope)
+        uri = self.get_verification_uri()
+        user_code = device_flow.display_user_code(row.user_code)
+        body = {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": uri,
+            "verification_uri_complete": f"{uri}?user_code={user_code}",
+            "expires_in": row.expires_at - row.created_at,
+            "interval": row.poll_interval,
+        }
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", "no-store"),
+            ("Pragma", "no-cache"),
+        ]
+        return 200, body, headers
 
 
 @dataclass
@@ -446,6 +574,8 @@ class Introspection(IntrospectionEndpoint):
         if token.kind == "access_token":
             body["aud"] = current_app.config["CALL_AUDIENCE"]
             body["jti"] = row.jti
+            if row.dpop_jkt:  # RFC 9449 §6.2
+                body.update(token_type="DPoP", cnf={"jkt": row.dpop_jkt})
         if user is not None:
             body["username"] = user.username
         return body
@@ -470,7 +600,9 @@ def register(server: AuthorizationServer) -> None:
     Done once, when this module is imported (the Authlib way: the server, like the grant
     classes, lives at module level); each app only binds to it in :func:`config_oauth`.
     """
-    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+    server.register_grant(
+        AuthorizationCodeGrant, [S256CodeChallenge(required=True), ClickCallOpenIDCode()]
+    )
     server.register_grant(ImplicitGrant)
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
@@ -478,8 +610,15 @@ def register(server: AuthorizationServer) -> None:
     server.register_endpoint(Introspection)
     server.register_client_auth_method("client_secret_basic", client_secret_basic)
     # OpenID Connect (issue 13 §1)
+    server.register_grant(OpenIDImplicitGrant)
+    server.register_extension(ClickCallIssuerParameter())
+    server.register_endpoint(EndSession)
     # dynamic client registration, private_key_jwt / client_secret_jwt (issue 13 §2)
+    register_methods(server)
+    register_endpoints(server)
     # device authorization grant (issue 13 §3)
+    server.register_grant(DeviceCodeGrant)
+    server.register_endpoint(DeviceAuthorization)
     # PAR and DPoP (issue 13 §4)
 
 

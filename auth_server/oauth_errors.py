@@ -34,7 +34,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from flask import request as http
 
-from .rules import PERSON_SCOPES
+from .rules import JWT_AUTH_METHODS, PERSON_SCOPES
 
 MISSING_GRANT_TYPE = "Missing 'grant_type' parameter."
 
@@ -84,6 +84,18 @@ REWRITES = {
         "registered redirect URI."
     ),
     AccessDeniedError.description: "The user declined to authorize the application.",
+    # OpenID Connect (Authlib's oidc.core grants)
+    "Replay attack": (
+        "The nonce was used before with this client; send a new random nonce with every "
+        "authorization request."
+    ),
+    "Missing 'nonce' in request.": (
+        "The 'nonce' parameter is required with response_type id_token or 'id_token token'."
+    ),
+    "Missing 'openid' scope": (
+        "response_type id_token and 'id_token token' need the 'openid' scope."
+    ),
+    "Invalid 'prompt' parameter.": "prompt=none cannot be combined with other prompt values.",
 }
 
 # When an error reaches us with no description at all.
@@ -97,6 +109,17 @@ GENERIC = {
     "invalid_scope": "The requested scope is invalid, unknown or malformed.",
     "access_denied": "The user declined to authorize the application.",
     "unsupported_token_type": "The token_type_hint must be access_token or refresh_token.",
+    # OpenID Connect Core §3.1.2.6
+    "login_required": (
+        "prompt=none was sent, but the user must sign in first (not signed in, or the "
+        "sign-in is older than max_age)."
+    ),
+    "consent_required": (
+        "prompt=none was sent, but the user has not yet authorized this application for "
+        "the requested scope."
+    ),
+    "interaction_required": "prompt=none was sent, but the user must interact with this server.",
+    "account_selection_required": "prompt=none was sent, but the user must choose an account.",
 }
 
 _ECHOABLE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]{1,40}$")
@@ -231,7 +254,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
             # Not error.response_type: Authlib passes its arguments to this error swapped.
             value = echo(http.values.get("response_type"))
             what = f"The response_type {value}" if value else "This response_type"
-            return f"{what} is not supported; use {one_of(self.response_types())}."
+            types = [f"'{t}'" if " " in t else t for t in self.response_types()]
+            return f"{what} is not supported; use {one_of(types)}."
         if isinstance(error, InvalidClientError) and original.startswith(
             "The client cannot authenticate with methods"
         ):
@@ -286,6 +310,13 @@ class AuthorizationServer(FlaskAuthorizationServer):
             )
         if public:
             return "This client is public and has no secret: send its client_id alone, with PKCE."
+        method = getattr(client, "token_endpoint_auth_method", "")
+        if method in JWT_AUTH_METHODS:
+            return (
+                f"This client is registered for {method}: authenticate with a signed JWT in "
+                "client_assertion (client_assertion_type "
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer), not a client_secret."
+            )
         if not secret:
             return f"This client is confidential: send its client_secret too, {how}."
         return "Client authentication failed: wrong client_secret for this client_id."

@@ -16,19 +16,36 @@ from shared.errors import InvalidRequest
 
 # --- what a client may be registered for -----------------------------------------------
 
-GRANT_TYPES = ("authorization_code", "implicit", "refresh_token", "client_credentials")
+# RFC 8628: a device without a browser (desk phone, kiosk, command-line tool) shows a code
+# that its user types on the /device page; it needs no redirect URI.
+DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = (
+    "authorization_code",
+    "implicit",
+    "refresh_token",
+    "client_credentials",
+    DEVICE_CODE_GRANT_TYPE,
+)
 DEFAULT_GRANT_TYPES = ("authorization_code",)
 # The grants through which a person signs in and the client acts on their behalf.
-BROWSER_GRANT_TYPES = ("authorization_code", "implicit")
-RESPONSE_TYPES = ("code", "token")
+BROWSER_GRANT_TYPES = ("authorization_code", "implicit", DEVICE_CODE_GRANT_TYPE)
+# OpenID Connect: ``id_token`` and ``id_token token`` are the implicit grant's (Core §3.2).
+ID_TOKEN_RESPONSE_TYPES = ("id_token", "id_token token")
+RESPONSE_TYPES = ("code", "token", *ID_TOKEN_RESPONSE_TYPES)
+# The response types of the implicit grant (the tokens come in the redirect's fragment).
+IMPLICIT_RESPONSE_TYPES = ("token", *ID_TOKEN_RESPONSE_TYPES)
 # ``call``: a person's own calls; ``admin``: every user's calls (the call API's admin
 # interface); ``introspect``: the client may introspect any token (RFC 7662), not only its
 # own. ``introspect`` is a right of the client, checked against its registration, so no
 # person is ever granted it. ``dialer``: a phone system claims queued calls and reports
 # their progress (the call API's dialer interface).
-SCOPES = ("call", "admin", "introspect", "dialer")
-# Scopes that act for a person (their calls): never in a token issued without a user.
-PERSON_SCOPES = ("call",)
+# ``openid`` (an ID token and the userinfo endpoint), ``profile`` (name, username) and
+# ``email``: OpenID Connect's, about the person who signed in (auth_server/oidc.py).
+OIDC_SCOPES = ("openid", "profile", "email")
+SCOPES = ("call", "admin", "introspect", "dialer", *OIDC_SCOPES)
+# Scopes that act for a person (their calls, who they are): never in a token issued
+# without a user.
+PERSON_SCOPES = ("call", *OIDC_SCOPES)
 # Scopes of a machine acting for itself: only a client_credentials-only client has them.
 MACHINE_SCOPES = ("dialer",)
 DEFAULT_SCOPE = "call"
@@ -43,8 +60,8 @@ ROLES = ("user", "admin")
 DEFAULT_ROLE = "user"
 # Through the browser flows (and their refreshes) a user gets at most these scopes.
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
-    "user": ("call",),
-    "admin": ("call", "admin"),
+    "user": ("call", *OIDC_SCOPES),
+    "admin": ("call", "admin", *OIDC_SCOPES),
 }
 
 
@@ -68,8 +85,32 @@ def mixes_admin_with_browser(grant_types: Iterable[str], scopes: Iterable[str]) 
 
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 PUBLIC_AUTH_METHOD = "none"
-CLIENT_AUTH_METHODS = (*SECRET_AUTH_METHODS, PUBLIC_AUTH_METHOD)
+# RFC 7523 §2.2 / OpenID Connect Core §9: a signed JWT (``client_assertion``) instead of the
+# secret: signed with the client's private key (its registered ``jwks``/``jwks_uri``), or
+# HMAC'd with its client secret (auth_server/client_auth.py).
+PRIVATE_KEY_JWT = "private_key_jwt"
+CLIENT_SECRET_JWT = "client_secret_jwt"
+JWT_AUTH_METHODS = (PRIVATE_KEY_JWT, CLIENT_SECRET_JWT)
+# A client registered for one of these uses that one alone (models.Client).
+CONFIDENTIAL_AUTH_METHODS = (*SECRET_AUTH_METHODS, *JWT_AUTH_METHODS)
+CLIENT_AUTH_METHODS = (*SECRET_AUTH_METHODS, PUBLIC_AUTH_METHOD, *JWT_AUTH_METHODS)
 DEFAULT_SECRET_AUTH_METHOD = "client_secret_basic"
+# The signature algorithms a client assertion may use, per method (never "none").
+ASSERTION_SIGNING_ALGS: dict[str, tuple[str, ...]] = {
+    PRIVATE_KEY_JWT: (
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    ),
+    CLIENT_SECRET_JWT: ("HS256", "HS384", "HS512"),
+}
 
 # --- redirect URIs ------------------------------------------------------------------------
 

@@ -144,6 +144,15 @@ def session_user(token: str | None) -> User | None:
     return user
 
 
+def session_auth_time(token: str | None) -> int | None:
+    """When the user of the live session ``token`` signed in (OpenID Connect's
+    ``auth_time``: a new sign-in starts a new session); ``None`` without one."""
+    row = _row(token)
+    if row is None or expiry_reason(row, now()) is not None:
+        return None
+    return row.created_at
+
+
 def _end(condition: Any, reason: str, at: int | None = None) -> int:
     result = db.session.execute(
         update(LoginSession)

@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 from flask import current_app, has_request_context, request
 
+from .dpop import request_jkt
 from .keyring import KeyRing
 from .models import new_id
 
@@ -65,6 +66,9 @@ def generate_access_token(client: Any, grant_type: str, user: Any, scope: str) -
     }
     if user is not None:
         claims["username"] = user.username
+    jkt = request_jkt()
+    if jkt:  # DPoP-bound (RFC 9449 §6.1): usable only with proofs by this key
+        claims["cnf"] = {"jkt": jkt}
     key = keyring().current()
     return jwt.encode(
         claims,

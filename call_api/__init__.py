@@ -48,8 +48,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         CORS(
             app,
             resources={r"/rest/*": {"origins": app.config["CORS_ORIGINS"]}},
-            allow_headers=["Authorization", "Authentication", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "WWW-Authenticate", "Idempotent-Replayed"],
+            allow_headers=[
+                "Authorization",
+                "Authentication",
+                "Content-Type",
+                "Idempotency-Key",
+                "DPoP",
+            ],
+            expose_headers=["Location", "WWW-Authenticate", "Idempotent-Replayed", "DPoP-Nonce"],
             methods=["GET", "POST", "PUT", "OPTIONS"],
             supports_credentials=False,
         )

@@ -79,6 +79,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CALL_WEB_CLIENT_SECRET": env_str("CALL_WEB_CLIENT_SECRET", "", env),
         "CALL_WEB_URL": env_str("CALL_WEB_URL", "http://127.0.0.1:8889", env).rstrip("/"),
         "CALL_SECRET_KEY": env_str("CALL_SECRET_KEY", "", env),
+        # DPoP-bound tokens (call_api/dpop.py): how far a proof's iat may be from now (either
+        # way), server nonces (keyed from CALL_SECRET_KEY), Redis for the jti replay cache.
+        "CALL_DPOP_PROOF_WINDOW": env_int("CALL_DPOP_PROOF_WINDOW", 60, env),
+        "CALL_DPOP_NONCE": env_bool("CALL_DPOP_NONCE", False, env),
+        "CALL_DPOP_REDIS_URL": env_str("CALL_DPOP_REDIS_URL", "", env),
     }
 
 
@@ -132,6 +137,7 @@ def finalise(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{name} must be positive")
     _check_webhook_settings(cfg)
     _check_web_settings(cfg)
+    _check_dpop_settings(cfg)
     if cfg["CALL_REVOCATION_POLL_INTERVAL"] < 0:
         raise ConfigError("CALL_REVOCATION_POLL_INTERVAL must be 0 (off) or more")
     if cfg["CALL_REVOCATION_TIMEOUT"] <= 0:
@@ -165,6 +171,17 @@ def finalise(cfg: dict[str, Any]) -> None:
             not cfg["CALL_JWKS_URL"].startswith("https://"),
             "fetch keys over https:// (or set CALL_PUBLIC_KEY_FILE)",
         )
+
+
+def _check_dpop_settings(cfg: dict[str, Any]) -> None:
+    if cfg["CALL_DPOP_PROOF_WINDOW"] < 1:
+        raise ConfigError("CALL_DPOP_PROOF_WINDOW must be at least 1 (seconds)")
+    if cfg["CALL_DPOP_NONCE"] and not cfg["CALL_SECRET_KEY"]:
+        if cfg["APP_ENV"] == "production":
+            raise ConfigError(
+                "CALL_DPOP_NONCE=true needs CALL_SECRET_KEY (the replicas' shared nonce key)"
+            )
+        cfg["CALL_SECRET_KEY"] = dev_secret_key("call_secret_key")
 
 
 MAX_WEBHOOK_BATCH = 200

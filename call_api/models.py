@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.audit import AuditEventMixin
+from shared.dpop import DPoPJtiMixin
 
 from .extensions import db
 
@@ -226,3 +227,10 @@ class WebSession(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class DPoPJti(DPoPJtiMixin, db.Model):  # type: ignore[name-defined,misc]
+    """DPoP proofs already presented with DPoP-bound access tokens (RFC 9449 §11.1), shared
+    by the replicas (shared/dpop.py; call_api/dpop.py)."""
+
+    __tablename__ = "dpop_jtis"

@@ -190,5 +190,121 @@ CREATE INDEX ix_audit_events_action ON audit_events (action);
 
 UPDATE alembic_version SET version_num='4b2c0501e002' WHERE alembic_version.version_num = '4a1acc0c0001';
 
+-- Running upgrade 4b2c0501e002 -> 4c0e1d000001
+
+ALTER TABLE users ADD COLUMN name VARCHAR(200);
+
+ALTER TABLE users ADD COLUMN email VARCHAR(254);
+
+ALTER TABLE users ADD COLUMN email_verified BOOLEAN DEFAULT false NOT NULL;
+
+ALTER TABLE authorization_codes ADD COLUMN nonce VARCHAR(255);
+
+CREATE TABLE oidc_nonces (
+    id SERIAL NOT NULL, 
+    client_id VARCHAR(64) NOT NULL, 
+    nonce_hash VARCHAR(64) NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(client_id) REFERENCES clients (client_id) ON DELETE CASCADE, 
+    CONSTRAINT uq_oidc_nonce_client UNIQUE (client_id, nonce_hash)
+);
+
+CREATE INDEX ix_oidc_nonces_expires_at ON oidc_nonces (expires_at);
+
+UPDATE alembic_version SET version_num='4c0e1d000001' WHERE alembic_version.version_num = '4b2c0501e002';
+
+-- Running upgrade 4c0e1d000001 -> 4d7591000002
+
+CREATE TABLE registration_tokens (
+    id SERIAL NOT NULL, 
+    token_hash VARCHAR(64) NOT NULL, 
+    note VARCHAR(200) NOT NULL, 
+    created_at BIGINT NOT NULL, 
+    expires_at BIGINT, 
+    max_uses INTEGER, 
+    uses INTEGER DEFAULT '0' NOT NULL, 
+    revoked_at BIGINT, 
+    PRIMARY KEY (id), 
+    UNIQUE (token_hash)
+);
+
+CREATE TABLE client_assertion_jtis (
+    key_hash VARCHAR(64) NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    PRIMARY KEY (key_hash)
+);
+
+CREATE INDEX ix_client_assertion_jtis_expires_at ON client_assertion_jtis (expires_at);
+
+ALTER TABLE clients ADD COLUMN registration_token_hash VARCHAR(64);
+
+ALTER TABLE clients ADD COLUMN client_secret_encrypted TEXT;
+
+CREATE UNIQUE INDEX ix_clients_registration_token_hash ON clients (registration_token_hash);
+
+UPDATE alembic_version SET version_num='4d7591000002' WHERE alembic_version.version_num = '4c0e1d000001';
+
+-- Running upgrade 4d7591000002 -> 4e8628000003
+
+CREATE TABLE device_codes (
+    id SERIAL NOT NULL, 
+    device_code_hash VARCHAR(64) NOT NULL, 
+    user_code VARCHAR(8) NOT NULL, 
+    client_id VARCHAR(64) NOT NULL, 
+    scope TEXT NOT NULL, 
+    created_at BIGINT NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    poll_interval INTEGER NOT NULL, 
+    last_polled_at BIGINT, 
+    status VARCHAR(10) NOT NULL, 
+    user_id VARCHAR(36), 
+    approved_scope TEXT, 
+    decided_at BIGINT, 
+    used_at BIGINT, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(client_id) REFERENCES clients (client_id) ON DELETE CASCADE, 
+    FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE, 
+    UNIQUE (device_code_hash), 
+    UNIQUE (user_code)
+);
+
+CREATE INDEX ix_device_codes_expires_at ON device_codes (expires_at);
+
+ALTER TABLE tokens ALTER COLUMN grant_type TYPE VARCHAR(64);
+
+UPDATE alembic_version SET version_num='4e8628000003' WHERE alembic_version.version_num = '4d7591000002';
+
+-- Running upgrade 4e8628000003 -> 4f9126000004
+
+CREATE TABLE pushed_authorization_requests (
+    id SERIAL NOT NULL, 
+    request_uri_hash VARCHAR(64) NOT NULL, 
+    client_id VARCHAR(64) NOT NULL, 
+    params TEXT NOT NULL, 
+    created_at BIGINT NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    used_at BIGINT, 
+    PRIMARY KEY (id), 
+    FOREIGN KEY(client_id) REFERENCES clients (client_id) ON DELETE CASCADE, 
+    UNIQUE (request_uri_hash)
+);
+
+CREATE INDEX ix_pushed_authorization_requests_expires_at ON pushed_authorization_requests (expires_at);
+
+CREATE TABLE dpop_jtis (
+    jti_hash VARCHAR(64) NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    PRIMARY KEY (jti_hash)
+);
+
+CREATE INDEX ix_dpop_jtis_expires_at ON dpop_jtis (expires_at);
+
+ALTER TABLE tokens ADD COLUMN dpop_jkt VARCHAR(64);
+
+ALTER TABLE authorization_codes ADD COLUMN dpop_jkt VARCHAR(64);
+
+UPDATE alembic_version SET version_num='4f9126000004' WHERE alembic_version.version_num = '4e8628000003';
+
 COMMIT;
 

@@ -176,5 +176,17 @@ CREATE INDEX ix_audit_events_at ON audit_events (at);
 
 UPDATE alembic_version SET version_num='7c4d0a0d1e04' WHERE alembic_version.version_num = '7b3ca11e0003';
 
+-- Running upgrade 7c4d0a0d1e04 -> 7d0e14000001
+
+CREATE TABLE dpop_jtis (
+    jti_hash VARCHAR(64) NOT NULL, 
+    expires_at BIGINT NOT NULL, 
+    PRIMARY KEY (jti_hash)
+);
+
+CREATE INDEX ix_dpop_jtis_expires_at ON dpop_jtis (expires_at);
+
+UPDATE alembic_version SET version_num='7d0e14000001' WHERE alembic_version.version_num = '7c4d0a0d1e04';
+
 COMMIT;
 

@@ -78,6 +78,7 @@ XDIST_GROUPS = {
     "tests/e2e/test_journeys.py": "browser",
     "tests/e2e/test_pages_a11y.py": "browser",
     "tests/e2e/test_quick_start.py": "ports_8888_8889",
+    "tests/e2e/test_oauth4webapi.py": "oauth4webapi",  # its servers are module-scoped
 }
 
 

@@ -317,6 +317,23 @@ def user_role(user_id: str) -> BaseResponse:
     return redirect(url_for(".user_detail", user_id=user.id), 303)
 
 
+@bp.post("/users/<user_id>/profile")
+def user_profile(user_id: str) -> BaseResponse:
+    """Set the user's name and email address (the OpenID Connect profile and email claims);
+    the checkbox says whether the address is known to be theirs."""
+    user = accounts.get_user(user_id)
+    name = request.form.get("name", "")
+    email = request.form.get("email", "")
+    verified = request.form.get("email_verified") == CONFIRM
+    try:
+        with audited_user("user.set_profile", user, {"email_verified": verified}):
+            accounts.set_profile(user, name, email, verified and bool(email.strip()))
+    except ClickCallError as exc:
+        return _user_page(accounts.get_user(user_id), exc)
+    flash(f"Profile of {user.username} saved.")
+    return redirect(url_for(".user_detail", user_id=user.id), 303)
+
+
 @bp.post("/users/<user_id>/password")
 def user_password(user_id: str) -> BaseResponse:
     """Reset the password: the one the operator typed, or (``generate=yes``) a random one

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import InvalidCredentials, InvalidRequest
 
-from .. import accounts, devices, flow
+from .. import accounts, devices, flow, oidc
 from ..consent import remember_consent
 from ..extensions import limiter
 
@@ -165,6 +165,8 @@ def _login(username: str | None) -> BaseResponse:
         flow.login_user(user)
         devices.remember_device(user.username)
     if user is not None and grant is not None:
+        if username is None and flow.must_sign_in(grant):  # prompt=login, max_age
+            return _login_page(params, grant.client, None, 200)
         return flow.proceed(grant, user, status=303)
     next_url = None if params else safe_next(request.values.get("next"))
     if user is not None and next_url and not flow.wants_json():
@@ -185,6 +187,8 @@ def grant() -> BaseResponse:
         return found
     user, grant = found
     client = grant.client
+    if "none" in oidc.prompts(grant):  # never a page: the client asked for none
+        return flow.oauth_error(oidc.consent_required(grant))
     if request.method == "POST":
         decision = request.form.get("grant", "")
         if decision == "true":

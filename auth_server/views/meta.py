@@ -11,8 +11,17 @@ from shared.app import ping_database
 from shared.keys import jwks as jwks_document
 
 from .. import flow, revocations
+from ..dpop import signing_algs as dpop_signing_algs
 from ..extensions import db
-from ..rules import CLIENT_AUTH_METHODS, GRANT_TYPES, RESPONSE_TYPES, SCOPES, SECRET_AUTH_METHODS
+from ..oidc import discovery as oidc_discovery
+from ..registration import discovery as registration_discovery
+from ..rules import (
+    CLIENT_AUTH_METHODS,
+    CONFIDENTIAL_AUTH_METHODS,
+    GRANT_TYPES,
+    RESPONSE_TYPES,
+    SCOPES,
+)
 from ..tokens import keyring
 
 bp = Blueprint("meta", __name__)
@@ -33,14 +42,20 @@ def metadata() -> dict[str, Any]:
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
-        "introspection_endpoint_auth_methods_supported": list(SECRET_AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
         # Not an RFC 8414 name: ClickCall's revocation feed (auth_server/revocations.py).
         "revocation_feed_endpoint": f"{issuer}/oauth/revocations",
         # OpenID Connect (issue 13 §1)
+        **oidc_discovery(issuer),
         # dynamic client registration (issue 13 §2)
+        **registration_discovery(issuer),
         # device authorization grant (issue 13 §3)
+        "device_authorization_endpoint": f"{issuer}/oauth/device_authorization",
         # PAR and DPoP (issue 13 §4)
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth/par",
+        "require_pushed_authorization_requests": bool(current_app.config["AUTH_REQUIRE_PAR"]),
+        "dpop_signing_alg_values_supported": dpop_signing_algs(),
     }
 
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import flow
+from .. import dpop, flow, par
 from ..extensions import authorization
 from ..oauth_errors import MISSING_GRANT_TYPE, repeated_parameter, repeated_parameter_refusal
 
 bp = Blueprint("oauth", __name__)
 
-# Endpoints whose parameters come only as a form (RFC 6749 §3.2, RFC 7009, RFC 7662).
-FORM_ENDPOINTS = frozenset({"oauth.issue_token", "oauth.revoke_token", "oauth.introspect_token"})
+# Endpoints whose parameters come only as a form (RFC 6749 §3.2, RFC 7009, RFC 7662,
+# RFC 8628 §3.1).
+FORM_ENDPOINTS = frozenset(
+    {
+        "oauth.issue_token",
+        "oauth.revoke_token",
+        "oauth.introspect_token",
+        "oauth.device_authorization",
+        "oauth.pushed_authorization_request",  # RFC 9126 §2.1
+    }
+)
 
 
 @bp.before_request
@@ -44,6 +54,13 @@ def _two_client_authentications() -> str | None:
     Basic credentials is two identities. The same ``client_id`` in both is allowed (§3.2.1).
     """
     scheme = request.headers.get("Authorization", "").strip().partition(" ")[0]
+    if request.values.get("client_assertion") and (
+        scheme.lower() == "basic" or request.values.get("client_secret")
+    ):
+        return (
+            "The client authenticated twice, with a client_assertion and with a client secret; "
+            "use one method."
+        )
     if scheme.lower() != "basic":
         return None
     if request.values.get("client_secret"):
@@ -83,7 +100,11 @@ def issue_token() -> Response:
         # unsupported_grant_type, which is for grant types the server does not offer).
         error = InvalidRequestError(MISSING_GRANT_TYPE)
         return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
-    return authorization.create_token_response()  # type: ignore[no-any-return]
+    try:
+        dpop.check_proof("/oauth/token")  # RFC 9449 §5: a DPoP header binds what is issued
+    except OAuth2Error as error:
+        return authorization.handle_error_response(None, error)  # type: ignore[no-any-return]
+    return dpop.add_nonce(authorization.create_token_response())
 
 
 @bp.route("/oauth/revoke", methods=["POST"])
@@ -94,3 +115,26 @@ def revoke_token() -> Response:
 @bp.route("/oauth/introspect", methods=["POST"])
 def introspect_token() -> Response:
     return authorization.create_endpoint_response("introspection")  # type: ignore[no-any-return]
+
+
+@bp.route("/oauth/device_authorization", methods=["POST"])
+def device_authorization() -> Response:
+    """RFC 8628 §3.1: a device code and the user code its user types on /device."""
+    return authorization.create_endpoint_response(  # type: ignore[no-any-return]
+        "device_authorization"
+    )
+
+
+@bp.route("/oauth/par", methods=["POST"])
+def pushed_authorization_request() -> Response:
+    """RFC 9126: validate and store an authorization request; 201 with its ``request_uri``."""
+    try:
+        body = par.push()
+    except OAuth2Error as error:
+        error.redirect_uri = None  # RFC 9126 §2.3: errors in the response, never a redirect
+        error.state = None
+        return dpop.add_nonce(authorization.handle_error_response(None, error))
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Cache-Control"] = "no-store"
+    return dpop.add_nonce(response)

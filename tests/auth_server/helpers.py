@@ -85,7 +85,8 @@ def get_code(client: FlaskClient, user: UserInfo, params: dict[str, str]) -> str
     from tests.conftest import query_of
 
     query = query_of(location)
-    assert set(query) == {"code", "state"}, query
+    assert set(query) == {"code", "state", "iss"}, query
+    assert query["iss"] == ISSUER  # RFC 9207
     return query["code"]
 
 

@@ -522,6 +522,9 @@ def test_users_show(cli, flow, user, web_client):
         "username": "alice",
         "role": "user",
         "disabled": False,
+        "name": None,
+        "email": None,
+        "email_verified": False,
         "disabled_at": None,
         "authorized_clients": [web_client.client_id],
     }
@@ -757,8 +760,17 @@ def test_clients_update_takes_effect_at_the_token_endpoint(cli, client, admin_cl
     [
         (("--grant-type", "password"), "Unknown grant type 'password'; use one of "),
         (("--grant-type", "implicit"), "The implicit grant needs --response-type token."),
-        (("--scope", "root"), "Unknown scope 'root'; use one of call, admin, introspect, dialer."),
-        (("--response-type", "id_token"), "Unknown response type 'id_token'; use code or token."),
+        (
+            ("--scope", "root"),
+            "Unknown scope 'root'; use one of call, admin, introspect, dialer, openid, "
+            "profile, email.",
+        ),
+        (
+            ("--response-type", "code id_token"),
+            "Unknown response type 'code id_token'; use one of code, token, id_token, "
+            "'id_token token'.",
+        ),
+        (("--response-type", "id_token"), "The id_token response types need the openid scope"),
         (("--redirect-uri", "javascript:alert(1)"), "Redirect URI 'javascript:alert(1)' "),
         (("--redirect-uri", "https://x.example/cb#frag"), "must not contain a fragment"),
         (("--name", "  "), "A client needs a name."),

@@ -16,12 +16,17 @@ from tests.auth_server.helpers import (
     sign_in,
     verify_access_token,
 )
-from tests.conftest import TEST_REDIRECT, make_client, make_user, query_of
+from tests.conftest import ISSUER, TEST_REDIRECT, make_client, make_user, query_of
 
 
 def _query(location: str) -> tuple[str, dict[str, str]]:
+    """The path and query of a redirect; a redirect to the client must name this server in
+    ``iss`` (RFC 9207), checked here and left out of the query returned."""
     base = location.split("?", 1)[0]
-    return base, query_of(location)
+    query = query_of(location)
+    if base.startswith("http"):
+        assert query.pop("iss") == ISSUER, location
+    return base, query
 
 
 def test_authorize_without_session_redirects_to_login_with_same_query(client, web_client):

@@ -24,6 +24,7 @@ from tests.auth_server.helpers import (
     verify_access_token,
 )
 from tests.conftest import (
+    ISSUER,
     TEST_REDIRECT,
     ClientInfo,
     fragment_of,
@@ -124,6 +125,7 @@ def test_a_browser_client_asking_for_dialer_gets_invalid_scope(client, web_clien
         "error": "invalid_scope",
         "error_description": "This client may not ask for the scope 'dialer'; it is "
         "registered for call.",
+        "iss": ISSUER,
         "state": "st4te",
     }
 
@@ -153,7 +155,11 @@ def test_no_role_is_ever_granted_dialer_through_a_browser(auth_app, client, role
     assert r.json["scope"] == "call"
     assert verify_access_token(client, r.json["access_token"])["scope"] == "call"
 
-    allowed = "call" if role == "user" else "call and admin"
+    allowed = (
+        "call, openid, profile and email"
+        if role == "user"
+        else ("call, admin, openid, profile and email")
+    )
     r = client.get("/oauth/auth?" + urlencode(auth_params(web, scope="dialer")), headers=JSON)
     assert r.status_code == 302
     assert query_of(r.headers["Location"]) == {
@@ -161,6 +167,7 @@ def test_no_role_is_ever_granted_dialer_through_a_browser(auth_app, client, role
         "error_description": f"The signed-in user's role ({role}) allows none of the "
         f"requested scopes (dialer); it allows {allowed}.",
         "state": "st4te",
+        "iss": ISSUER,
     }
 
 

@@ -21,7 +21,7 @@ from tests.auth_server.helpers import (
     pkce_params,
     token_request,
 )
-from tests.conftest import TEST_REDIRECT, make_client, make_user, query_of
+from tests.conftest import ISSUER, TEST_REDIRECT, make_client, make_user, query_of
 
 
 def basic_header(client_id: str, secret: str) -> str:
@@ -43,7 +43,9 @@ def _redirected_error(client, query: dict[str, str]) -> dict[str, str]:
     assert r.status_code == 302, (r.status_code, r.get_data(as_text=True))
     location = r.headers["Location"]
     assert location.split("?", 1)[0] == TEST_REDIRECT
-    return query_of(location)
+    query = query_of(location)
+    assert query.pop("iss") == ISSUER, location  # RFC 9207, on errors too
+    return query
 
 
 def test_missing_client_id_is_an_error_page(client, web_client):
@@ -150,7 +152,7 @@ def test_unknown_scope(client, web_client):
     """A scope the server does not know: redirect with error=invalid_scope."""
     assert _redirected_error(client, auth_params(web_client, scope="call telepathy")) == {
         "error": "invalid_scope",
-        "error_description": "The scope 'telepathy' is unknown; this server offers call, admin, introspect and dialer.",
+        "error_description": "The scope 'telepathy' is unknown; this server offers call, admin, introspect, dialer, openid, profile and email.",
         "state": "st4te",
     }
 
@@ -218,7 +220,8 @@ def test_missing_grant_type(client, web_client):
         "error": "invalid_request",
         "error_description": (
             "The 'grant_type' parameter is required; "
-            "use authorization_code, refresh_token or client_credentials."
+            "use authorization_code, refresh_token, client_credentials or "
+            "urn:ietf:params:oauth:grant-type:device_code."
         ),
     }
 
@@ -235,7 +238,8 @@ def test_password_grant_is_unsupported(client, web_client, user):
         "error": "unsupported_grant_type",
         "error_description": (
             "The grant_type 'password' is not supported; "
-            "use authorization_code, refresh_token or client_credentials."
+            "use authorization_code, refresh_token, client_credentials or "
+            "urn:ietf:params:oauth:grant-type:device_code."
         ),
     }
 
@@ -463,7 +467,10 @@ FORM_ONLY = (
     "This endpoint takes application/x-www-form-urlencoded, not {}; send the parameters as a "
     "form (curl -d name=value or --data-urlencode name=value)."
 )
-GRANT_TYPES = "use authorization_code, refresh_token or client_credentials."
+GRANT_TYPES = (
+    "use authorization_code, refresh_token, client_credentials or "
+    "urn:ietf:params:oauth:grant-type:device_code."
+)
 NO_CREDENTIALS = (
     "The client did not authenticate: send its client_id and client_secret with HTTP Basic "
     "auth or as the client_id and client_secret form fields"
@@ -654,7 +661,7 @@ def test_every_token_endpoint_error_explains_itself(auth_app, client, flow, user
         token_request(client, admin, {**cc, "scope": "telepathy"}),
         400,
         "invalid_scope",
-        "The scope 'telepathy' is unknown; this server offers call, admin, introspect and dialer.",
+        "The scope 'telepathy' is unknown; this server offers call, admin, introspect, dialer, openid, profile and email.",
     )
     case(
         "scope not registered",
@@ -907,7 +914,8 @@ def test_authorization_errors_are_sentences(auth_app, client, web_client):
     redirected = {
         "unsupported_response_type": (
             auth_params(web_client, response_type="bogus"),
-            "The response_type 'bogus' is not supported; use code or token.",
+            "The response_type 'bogus' is not supported; use code, token, id_token or "
+            "'id_token token'.",
         ),
         "unauthorized_client": (
             auth_params(code_only, response_type="token"),
@@ -923,7 +931,12 @@ def test_authorization_errors_are_sentences(auth_app, client, web_client):
         assert r.status_code == 302, error
         location = r.headers["Location"]
         result = query_of(location.replace("#", "?", 1) if "#" in location else location)
-        assert result == {"error": error, "error_description": description, "state": "st4te"}
+        assert result == {
+            "error": error,
+            "error_description": description,
+            "state": "st4te",
+            "iss": ISSUER,
+        }
         assert_sentence(description)
     _, query = pkce_params(web_client)
     query["code_challenge"] = "short"
@@ -942,7 +955,7 @@ def test_unprintable_scope_is_not_echoed(client, web_client):
     result = _redirected_error(client, auth_params(web_client, scope="call t\u00e9l\u00e9"))
     assert result["error_description"] == (
         "The requested scope names scopes this server does not offer; "
-        "this server offers call, admin, introspect and dialer."
+        "this server offers call, admin, introspect, dialer, openid, profile and email."
     )
 
 

@@ -10,12 +10,16 @@ from tests.auth_server.helpers import (
     sign_in,
     verify_access_token,
 )
-from tests.conftest import TEST_REDIRECT, fragment_of, make_client
+from tests.conftest import ISSUER, TEST_REDIRECT, fragment_of, make_client
 
 
 def _split(location: str) -> tuple[str, str, dict[str, str]]:
+    """Base, query and fragment of a redirect to the client; the fragment must name this
+    server in ``iss`` (RFC 9207), checked here and left out of the fragment returned."""
     parts = urlsplit(location)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query, fragment_of(location)
+    fragment = fragment_of(location)
+    assert fragment.pop("iss") == ISSUER, location
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query, fragment
 
 
 def test_implicit_grant_returns_token_in_fragment(client, user, web_client):

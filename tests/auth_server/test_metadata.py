@@ -18,24 +18,80 @@ EXPECTED = {
     "revocation_endpoint": f"{ISSUER}/oauth/revoke",
     "introspection_endpoint": f"{ISSUER}/oauth/introspect",
     "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
-    "scopes_supported": ["call", "admin", "introspect", "dialer"],
-    "response_types_supported": ["code", "token"],
+    "scopes_supported": ["call", "admin", "introspect", "dialer", "openid", "profile", "email"],
+    "response_types_supported": ["code", "token", "id_token", "id_token token"],
     "response_modes_supported": ["query", "fragment"],
     "grant_types_supported": [
         "authorization_code",
         "implicit",
         "refresh_token",
         "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",
     ],
-    "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+    "token_endpoint_auth_methods_supported": [
+        "client_secret_basic",
+        "client_secret_post",
+        "none",
+        "private_key_jwt",
+        "client_secret_jwt",
+    ],
     "revocation_endpoint_auth_methods_supported": [
         "client_secret_basic",
         "client_secret_post",
         "none",
+        "private_key_jwt",
+        "client_secret_jwt",
     ],
-    "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    "introspection_endpoint_auth_methods_supported": [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "client_secret_jwt",
+    ],
     "code_challenge_methods_supported": ["S256"],
     "revocation_feed_endpoint": f"{ISSUER}/oauth/revocations",
+    # OpenID Connect (tests/auth_server/test_oidc.py)
+    "userinfo_endpoint": f"{ISSUER}/oauth/userinfo",
+    "end_session_endpoint": f"{ISSUER}/oauth/logout",
+    "subject_types_supported": ["public"],
+    "id_token_signing_alg_values_supported": ["RS256"],
+    "claims_supported": [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "name",
+        "preferred_username",
+        "email",
+        "email_verified",
+    ],
+    "claim_types_supported": ["normal"],
+    "prompt_values_supported": ["none", "login", "consent", "select_account"],
+    "claims_parameter_supported": False,
+    "request_parameter_supported": False,
+    "request_uri_parameter_supported": False,
+    "authorization_response_iss_parameter_supported": True,
+    "device_authorization_endpoint": f"{ISSUER}/oauth/device_authorization",
+    # dynamic client registration, client assertions (tests/auth_server/test_registration.py)
+    "registration_endpoint": f"{ISSUER}/oauth/register",
+    **{
+        f"{endpoint}_endpoint_auth_signing_alg_values_supported": [
+            *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+            *("ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"),
+        ]
+        for endpoint in ("token", "revocation", "introspection")
+    },
+    # PAR and DPoP (tests/auth_server/test_par.py, test_dpop.py)
+    "pushed_authorization_request_endpoint": f"{ISSUER}/oauth/par",
+    "require_pushed_authorization_requests": False,
+    "dpop_signing_alg_values_supported": [
+        *("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+        "EdDSA",
+    ],
 }
 
 
@@ -110,15 +166,38 @@ def test_metadata_endpoints_answer(client, web_client, admin_client):
     assert r.status_code == 200
     assert set(r.json) == {"revocations", "cursor", "more"}
 
+    # no access token: refused, but served (not a 404)
+    r = client.get(_path(data["userinfo_endpoint"]))
+    assert (r.status_code, r.json["error"]) == (401, "invalid_request")
+    r = client.get(_path(data["end_session_endpoint"]), headers=JSON)
+    assert (r.status_code, r.json) == (200, {"status": "signed_out"})
+
+    # the admin client has no device grant: refused, but served (not a 404)
+    r = client.post(_path(data["device_authorization_endpoint"]), headers=auth)
+    assert (r.status_code, r.json["error"]) == (400, "unauthorized_client")
+
+    # no initial access token: refused, but served (not a 404)
+    r = client.post(_path(data["registration_endpoint"]), json={"redirect_uris": []})
+    assert (r.status_code, r.json["error"]) == (401, "invalid_token")
+
+    # no authorization request pushed: refused, but served (not a 404)
+    r = client.post(_path(data["pushed_authorization_request_endpoint"]), headers=auth)
+    assert (r.status_code, r.json["error"]) == (400, "invalid_request")
+
     for key, value in data.items():
         if isinstance(value, str) and value.startswith(ISSUER + "/"):
             assert key in {
+                "pushed_authorization_request_endpoint",
                 "authorization_endpoint",
                 "token_endpoint",
                 "revocation_endpoint",
                 "introspection_endpoint",
                 "jwks_uri",
                 "revocation_feed_endpoint",
+                "device_authorization_endpoint",
+                "registration_endpoint",
+                "userinfo_endpoint",
+                "end_session_endpoint",
             }, f"{key} not checked"
 
 

@@ -262,7 +262,8 @@ def test_code_flow(demo: Demo) -> None:
     result = demo.result()
     assert result["state"] == "st4te-code"
     assert result["code"]
-    assert set(result) == {"code", "state"}
+    assert set(result) == {"code", "state", "iss"}
+    assert result["iss"] == demo.server.url  # RFC 9207
 
     r = requests.post(
         f"{demo.server.url}/oauth/token",
@@ -302,7 +303,8 @@ def test_implicit_flow_shows_fragment_token(demo: Demo) -> None:
     with page.expect_navigation(url=re.compile(r"/test")):
         page.get_by_role("button", name="Accept").click()
     result = demo.result()
-    assert set(result) == {"access_token", "token_type", "expires_in", "scope", "state"}
+    assert set(result) == {"access_token", "token_type", "expires_in", "scope", "state", "iss"}
+    assert result["iss"] == demo.server.url
     assert result["token_type"] == "Bearer"
     assert result["state"] == "st4te-implicit"
     assert isinstance(result["expires_in"], int) and result["expires_in"] > 0

@@ -3,7 +3,7 @@ and AA: no violation) at a 390 px wide viewport, where no page may scroll sidewa
 table scrolls inside its own container).
 
 The pages of the auth server (login, consent, ``/account`` and its confirmation pages, the
-operator's console) and of the call API (``/calls``, the history, the hang-up confirmation,
+``/device`` pages, the operator's console) and of the call API (``/calls``, the history, the hang-up confirmation,
 the error and signed-out pages, the operator's console), each reached the way a person
 reaches it, with data on it (a live call, an ended call, audit entries, a staged key), on
 the running stack of ``tests/e2e/stack.py``. Each test lists every problem of every page it
@@ -235,6 +235,44 @@ def test_a_users_pages(stack: Stack, browser: Browser, people: People) -> None:
         assert response is not None and response.status == 403
         check(page, "call-console-forbidden")
         check.verdict(page, 14)
+    finally:
+        page.context.close()
+
+
+def test_the_device_pages(stack: Stack, browser: Browser, people: People) -> None:
+    """RFC 8628's /device pages: the code form (prefilled from verification_uri_complete),
+    a wrong code, the consent, and the result."""
+    check = Checker()
+    page = narrow_page(browser)
+    device = stack.client(
+        "Desk phone",
+        redirect_uris=[],
+        grant_types=("urn:ietf:params:oauth:grant-type:device_code",),
+        response_types=(),
+        public=True,
+    )
+    started = stack.http.post(
+        f"{stack.auth.url}/oauth/device_authorization", data={"client_id": device.client_id}
+    )
+    assert started.status_code == 200, started.text
+    user_code = started.json()["user_code"]
+    try:
+        open_auth_page(page, stack, f"/device?user_code={user_code}", people.ada)
+        check(page, "device")
+        page.get_by_label("Code").fill("BCDF-GHJK")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("alert")).to_be_visible()
+        check(page, "device-error")
+        page.get_by_label("Code").fill(user_code.lower())
+        with page.expect_navigation():
+            page.get_by_role("button", name="Continue").click()
+        check(page, "device-consent")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Approve").click()
+        expect(page.get_by_role("heading", name="Device connected")).to_be_visible()
+        check(page, "device-done")
+        check.verdict(page, 4)
     finally:
         page.context.close()
 

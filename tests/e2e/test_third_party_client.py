@@ -143,7 +143,8 @@ def test_code_flow_with_pkce_through_discovery(setup, monkeypatch):
     assert r.status_code == 302, r.text
     callback = r.headers["Location"]
     assert callback.startswith(setup.web.redirect_uris[0] + "?")
-    assert set(parse_qs(urlsplit(callback).query)) == {"code", "state"}
+    assert set(parse_qs(urlsplit(callback).query)) == {"code", "state", "iss"}
+    assert parse_qs(urlsplit(callback).query)["iss"] == [setup.issuer]  # RFC 9207
 
     token = oauth.fetch_token(
         meta["token_endpoint"],
@@ -171,7 +172,7 @@ def test_code_flow_with_pkce_through_discovery(setup, monkeypatch):
     # The redirect target (the original's /test page) shows the code it received.
     r = browser.get(callback, headers=JSON, timeout=10)
     assert r.status_code == 200
-    assert set(r.json()) == {"code", "state"}
+    assert set(r.json()) == {"code", "state", "iss"}
 
     # The refresh token rotates through the same library.
     refreshed = oauth.refresh_token(

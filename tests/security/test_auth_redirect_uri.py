@@ -185,7 +185,7 @@ def test_valid_redirect_goes_only_to_the_registered_uri(client, app_client, sign
     loc = r.headers["Location"]
     parts = urlsplit(loc)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == APP_CB
-    assert set(query_of(loc)) == {"code", "state"}
+    assert set(query_of(loc)) == {"code", "state", "iss"}
 
 
 # --- registration -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from tests.conftest import TEST_REDIRECT, ClientInfo, make_client, make_user, pkce_pair
+from tests.conftest import ISSUER, TEST_REDIRECT, ClientInfo, make_client, make_user, pkce_pair
 
 JSON = {"Accept": "application/json"}
 
@@ -70,7 +70,7 @@ def test_state_tampering_state_returned_byte_for_byte_on_success(
     assert r.status_code == 302
     pairs = raw_params(r.headers["Location"])
     assert [v for k, v in pairs if k == "state"] == [state]
-    assert [k for k, _ in pairs] == ["code", "state"]
+    assert [k for k, _ in pairs] == ["code", "state", "iss"]
 
 
 @pytest.mark.parametrize("state", list(UNUSUAL_STATES.values()), ids=list(UNUSUAL_STATES))
@@ -89,7 +89,7 @@ def test_state_tampering_state_returned_byte_for_byte_on_error(
     # access_denied after the consent page
     result = flow.authorize(user, web_client, state=state, consent=False)
     result.pop("error_description", None)
-    assert result == {"error": "access_denied", "state": state}
+    assert result == {"error": "access_denied", "state": state, "iss": ISSUER}
     # invalid_scope straight from the authorization endpoint
     params = {
         "response_type": "code",
@@ -115,7 +115,7 @@ def test_state_tampering_state_returned_byte_for_byte_in_implicit_fragment(
     assert result["state"] == state
     result = flow.authorize(user, web_client, response_type="token", state=state, scope="admin")
     result.pop("error_description", None)
-    assert result == {"error": "invalid_scope", "state": state}
+    assert result == {"error": "invalid_scope", "state": state, "iss": ISSUER}
 
 
 def test_state_tampering_server_never_invents_state(client, flow, user, web_client):
@@ -133,15 +133,19 @@ def test_state_tampering_server_never_invents_state(client, flow, user, web_clie
     r = flow.login(user, **params)
     r = client.post("/auth/grant", data={**params, "grant": "true", "csrf_token": flow.csrf()})
     assert r.status_code == 302
-    assert [k for k, _ in raw_params(r.headers["Location"])] == ["code"]
+    assert [k for k, _ in raw_params(r.headers["Location"])] == ["code", "iss"]
     r = client.get("/oauth/auth?" + urlencode(params))
     assert r.status_code == 302
-    assert [k for k, _ in raw_params(r.headers["Location"])] == ["code"]
+    assert [k for k, _ in raw_params(r.headers["Location"])] == ["code", "iss"]
     r = client.get("/oauth/auth?" + urlencode({**params, "scope": "admin"}))
     assert r.status_code == 302
     assert "state" not in dict(raw_params(r.headers["Location"]))
     r = client.post("/auth/grant", data={**params, "grant": "false", "csrf_token": flow.csrf()})
-    assert [k for k, _ in raw_params(r.headers["Location"])] == ["error", "error_description"]
+    assert [k for k, _ in raw_params(r.headers["Location"])] == [
+        "error",
+        "error_description",
+        "iss",
+    ]
 
 
 def test_state_tampering_repeated_state_is_refused_not_merged(client, flow, user, web_client):
@@ -321,7 +325,7 @@ def test_implicit_token_only_in_the_fragment(client, flow, user, web_client):
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == TEST_REDIRECT
     assert parts.query == ""
     frag = dict(parse_qsl(parts.fragment))
-    assert set(frag) == {"access_token", "token_type", "expires_in", "scope", "state"}
+    assert set(frag) == {"access_token", "token_type", "expires_in", "scope", "state", "iss"}
     assert "refresh_token" not in frag
     assert frag["token_type"] == "Bearer"
     assert r.headers["Cache-Control"] == "no-store"
@@ -350,6 +354,7 @@ def test_implicit_token_refused_for_client_not_registered_for_response_type_toke
         "error": "unauthorized_client",
         "error_description": error.get("error_description"),
         "state": "st4te",
+        "iss": ISSUER,
     }
     # The consent form cannot be used to force it either.
     r = client.post("/auth/grant", data={**params, "grant": "true", "csrf_token": flow.csrf()})

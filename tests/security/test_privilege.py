@@ -48,7 +48,8 @@ NEEDS_ADMIN = {
     "error_description": "This endpoint needs the 'admin' scope.",
 }
 USER_MAY_NOT = (
-    "The signed-in user's role (user) allows none of the requested scopes (admin); it allows call."
+    "The signed-in user's role (user) allows none of the requested scopes (admin); it allows "
+    "call, openid, profile and email."
 )
 REFUSED = (
     "Error: The admin scope with a browser grant (authorization_code or implicit) lets this "
@@ -168,7 +169,12 @@ def test_asking_only_for_admin_is_invalid_scope(auth_app, client, user, response
             "state": "st4te",
         }
     part = query_of if response_type == "code" else fragment_of
-    expected = {"error": "invalid_scope", "error_description": USER_MAY_NOT, "state": "st4te"}
+    expected = {
+        "error": "invalid_scope",
+        "error_description": USER_MAY_NOT,
+        "state": "st4te",
+        "iss": ISSUER,
+    }
 
     r = sign_in(client, user, **params)  # the login form's POST
     assert r.status_code == 302, r.get_data(as_text=True)
