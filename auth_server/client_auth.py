@@ -131,7 +131,10 @@ def check_jwks_uri(uri: object, production: bool) -> str:
     """A URL the client's keys may be fetched from; https only in production."""
     if not isinstance(uri, str) or len(uri) > 2048:
         raise InvalidRequest("The jwks_uri must be a URL.")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unclosed IPv6 literal ("https://[::1/k")
+        raise InvalidRequest(f"The jwks_uri {uri!r} is not a valid URL.") from exc
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
         raise InvalidRequest(f"The jwks_uri {uri!r} must be an absolute http(s) URL.")
     if parts.username or parts.password:

@@ -20,7 +20,11 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2.signals import client_authenticated
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+)
 from flask import Response, current_app, has_request_context, request
 
 from shared.dpop import (
@@ -150,6 +154,27 @@ def _refuse_without_proof(sender: Any, client: Any = None, **_: Any) -> None:
 
 
 client_authenticated.connect(_refuse_without_proof)
+
+IMPLICIT_REFUSED = (
+    "This client is registered with dpop_bound_access_tokens: its access tokens come from the "
+    "token endpoint with a DPoP proof, never from the authorization endpoint (use "
+    "response_type=code)."
+)
+
+
+def check_authorization_request(grant: Any) -> None:
+    """The implicit flow's access tokens (``token``, ``id_token token``) are issued at the
+    authorization endpoint, where no proof is sent: a client registered with
+    ``dpop_bound_access_tokens`` gets ``unauthorized_client`` instead (in the fragment of its
+    validated redirect URI), not a bearer token. An ``id_token`` alone is no access token."""
+    response_type = grant.request.payload.response_type or ""
+    if "token" in response_type.split() and requires_dpop(grant.client):
+        raise UnauthorizedClientError(
+            IMPLICIT_REFUSED,
+            state=grant.request.payload.state,
+            redirect_uri=grant.redirect_uri,
+            redirect_fragment=True,
+        )
 
 
 def check_bound_refresh(bound_jkt: str | None, client: Any) -> None:

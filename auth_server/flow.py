@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import CSRFError, InvalidRequest
 
-from . import oidc, par, sessions
+from . import dpop, oidc, par, sessions
 from .consent import has_consent
 from .extensions import authorization
 from .models import User
@@ -214,6 +214,7 @@ def validate_grant(user: User | None) -> Any:
             "The request contains characters that are not allowed in its parameters."
         ) from exc
     oidc.check_request(grant)
+    dpop.check_authorization_request(grant)  # no bearer token for a client bound to DPoP
     if "none" in oidc.prompts(grant) and (user is None or oidc.must_sign_in(grant, oauth_params())):
         raise oidc.login_required(grant)
     if user is not None:

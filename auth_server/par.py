@@ -110,13 +110,16 @@ def push() -> dict[str, Any]:
     dpop.check_jkt_parameter(params.get("dpop_jkt"))
     if not params.get("response_type"):
         raise InvalidRequestError("Missing 'response_type' parameter.")
-    _use_values(params)
+    # prompt=none is decided at the authorization endpoint, where the browser (signed in or
+    # not) comes: validated here without it, Authlib would answer login_required at once.
+    _use_values({k: v for k, v in params.items() if k != "prompt"})
     try:
-        authorization.get_consent_grant(end_user=None)
+        grant = authorization.get_consent_grant(end_user=None)
     except ValueError as exc:  # Authlib echoing forbidden characters (see flow.validate_grant)
         raise InvalidRequestError(
             "The request contains characters that are not allowed in its parameters."
         ) from exc
+    dpop.check_authorization_request(grant)
     now = int(time.time())
     ttl = int(current_app.config["AUTH_PAR_TTL"])
     db.session.execute(

@@ -645,7 +645,11 @@ class ClientConfiguration(ClientConfigurationEndpoint):  # type: ignore[misc]
         self, client: Client, client_metadata: dict[str, Any], request: Any
     ) -> Client:
         internal = {k: v for k, v in client.client_metadata.items() if k in INTERNAL_KEYS}
-        client.set_client_metadata({**client_metadata, **internal})
+        # A requirement that is on stays on: a client may tighten its own policy (PAR, DPoP,
+        # auth_time) but only an operator loosens it (`auth-server clients update`), so a
+        # stolen registration access token cannot switch off what the operator required.
+        kept = {flag: True for flag in BOOLEAN_FIELDS if client.client_metadata.get(flag)}
+        client.set_client_metadata({**client_metadata, **kept, **internal})
         db.session.commit()
         return client
 

@@ -328,6 +328,12 @@ def auth_app(
         extra["AUTH_PASSWORD_HASH_METHOD"] = DEFAULT_PASSWORD_HASH_METHOD
     app = _reusable_app("auth", auth_config(databases, keys_dir, **extra), create_app)
     _prepare(app, "auth", databases.auth_url)
+    # Flask-Limiter's on/off switch lives on the one module-level limiter and is set by the
+    # last app built (an earlier test's app_with(RATELIMIT_ENABLED=True)): a reused app takes
+    # its own setting back.
+    from auth_server.extensions import limiter
+
+    limiter.enabled = bool(app.config["RATELIMIT_ENABLED"])
     yield app
     _release(app)
 

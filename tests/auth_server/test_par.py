@@ -246,3 +246,36 @@ def test_clients_that_must_push(client, auth_app, user, cli, app_with):
     )
     assert (r.status_code, r.json["error"]) == (400, "invalid_request")
     assert push(other, anyone, **pushed(anyone)).status_code == 201
+
+
+def test_pushed_prompt_none_is_decided_at_the_authorization_endpoint(client, auth_app, user):
+    """prompt=none may be pushed: whether the user is signed in is known only when the
+    browser reaches the authorization endpoint (OpenID Connect Core §3.1.2.1), not at
+    PAR, where no browser takes part. Signed in with consent: the code, no page; signed
+    out: login_required, redirected to the client."""
+    spa = make_client(auth_app, "SPA", public=True, scope="call openid")
+    openid = {"scope": "openid call", "nonce": "n-0"}
+    r = authorize_pushed(
+        client, user, spa.client_id, push(client, spa, **pushed(spa, **openid)).json["request_uri"]
+    )
+    assert r.status_code == 302 and "code=" in r.headers["Location"]
+
+    r = push(client, spa, **pushed(spa, scope="openid call", nonce="n-1", prompt="none"))
+    assert r.status_code == 201, r.get_data(as_text=True)
+    params = {"client_id": spa.client_id, "request_uri": r.json["request_uri"]}
+    r = client.get("/oauth/auth?" + urlencode(params))
+    assert r.status_code == 302 and set(query_of(r.headers["Location"])) == {
+        "code",
+        "state",
+        "iss",
+    }
+
+    signed_out = client.application.test_client()
+    r = push(signed_out, spa, **pushed(spa, scope="openid call", nonce="n-2", prompt="none"))
+    assert r.status_code == 201, r.get_data(as_text=True)
+    r = signed_out.get(
+        "/oauth/auth?"
+        + urlencode({"client_id": spa.client_id, "request_uri": r.json["request_uri"]})
+    )
+    assert r.status_code == 302
+    assert query_of(r.headers["Location"])["error"] == "login_required"

@@ -208,6 +208,11 @@ def test_private_key_jwt_registration_gets_no_secret(client, auth_app) -> None:
 
 
 META_ERRORS = [
+    (  # urlsplit raises on an unclosed IPv6 literal: a refusal, not a 500
+        {**WEB, "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://[::1/k"},
+        "invalid_client_metadata",
+        "The jwks_uri 'https://[::1/k' is not a valid URL.",
+    ),
     (
         {"redirect_uris": ["https://app.example/cb#frag"]},
         "invalid_redirect_uri",

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from shared.dpop import NonceSource, access_token_hash
 from shared.keys import public_jwk
 from tests.call_api.test_dpop import bound_token, dpop_get
-from tests.conftest import make_client
+from tests.conftest import Flow, make_client
 from tests.dpop_helpers import CALL_URL, DROP, ISSUER, TOKEN_URL, DPoPKey
 
 HTU = "The DPoP proof's 'htu' must be this request's URL without query or fragment: "
@@ -216,3 +216,54 @@ def test_bound_token_without_its_key_at_the_call_api(auth_app, api, user):
         assert r.headers["WWW-Authenticate"].startswith(
             f'DPoP algs="{ALGS}", error="invalid_dpop_proof"'
         )
+
+
+def test_client_that_must_use_dpop_gets_no_bearer_token_from_the_authorization_endpoint(
+    client, auth_app, user
+):
+    """A client registered with ``dpop_bound_access_tokens`` is refused the implicit flow's
+    access tokens (``token``, ``id_token token``): they come from the authorization endpoint,
+    with no proof, so they would be plain bearer tokens. ``unauthorized_client``, in the
+    fragment of its validated redirect URI; an ``id_token`` alone is still served."""
+    from urllib.parse import urlencode
+
+    from auth_server.clients import set_request_policy
+    from tests.auth_server.helpers import sign_in
+    from tests.auth_server.oidc_helpers import make_oidc_client
+    from tests.conftest import TEST_REDIRECT, fragment_of
+
+    app = make_oidc_client(auth_app)
+    with auth_app.app_context():
+        set_request_policy(app.client_id, require_dpop=True)
+    for response_type in ("id_token token", "id_token"):
+        params = {
+            "response_type": response_type,
+            "client_id": app.client_id,
+            "redirect_uri": TEST_REDIRECT,
+            "scope": "openid call",
+            "state": "s",
+            "nonce": f"n-{response_type.replace(' ', '-')}",
+        }
+        r = client.get("/oauth/auth?" + urlencode(params))
+        if r.headers["Location"].startswith("/auth/login"):
+            r = sign_in(client, user, **params)
+        if r.status_code == 303:
+            r = client.post(
+                "/auth/grant",
+                data={**params, "grant": "true", "csrf_token": Flow(client).csrf()},
+            )
+        fragment = fragment_of(r.headers["Location"])
+        if response_type == "id_token":
+            assert "id_token" in fragment and "access_token" not in fragment
+            continue
+        assert "access_token" not in fragment
+        assert fragment["error"] == "unauthorized_client"
+        assert fragment["error_description"] == (
+            "This client is registered with dpop_bound_access_tokens: its access tokens come "
+            "from the token endpoint with a DPoP proof, never from the authorization endpoint "
+            "(use response_type=code)."
+        )
+        assert fragment["state"] == "s"
+        # Nor through a pushed request: refused at PAR already.
+        r = client.post("/oauth/par", data={**params, "nonce": "n-pushed"}, headers=app.basic())
+        assert (r.status_code, r.json["error"]) == (400, "unauthorized_client")

@@ -372,3 +372,22 @@ def test_production_never_fetches_a_jwks_uri_on_an_internal_address(auth_app, mo
             "https://localhost/jwks",
         ):
             assert client_auth._fetch_jwks(uri) is None, uri
+
+
+def test_a_client_cannot_switch_off_what_the_operator_required(client, auth_app, cli) -> None:
+    """An RFC 7592 PUT replaces the metadata, but the PAR and DPoP requirements an operator
+    set stay on (only the operator turns them off); the client can still turn them on."""
+    reg = register(client, WEB, mint(auth_app)).json
+    r = cli("clients", "update", reg["client_id"], "--require-par", "--require-dpop")
+    assert r.exit_code == 0, r.output
+    update = {k: v for k, v in WEB.items()} | {"client_id": reg["client_id"]}
+    r = manage(client, "PUT", reg, json=update)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.json["require_pushed_authorization_requests"] is True
+    assert r.json["dpop_bound_access_tokens"] is True
+    r = cli("clients", "update", reg["client_id"], "--no-require-par", "--no-require-dpop")
+    assert r.exit_code == 0, r.output
+    r = manage(client, "PUT", reg, json=update | {"dpop_bound_access_tokens": True})
+    assert r.status_code == 200
+    assert r.json["dpop_bound_access_tokens"] is True
+    assert "require_pushed_authorization_requests" not in r.json
