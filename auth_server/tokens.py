@@ -19,6 +19,8 @@ from .models import new_id
 
 # Where a request keeps the grant (token family) of the tokens it issues.
 _GRANT_ID = "clickcall.grant_id"
+# The access token this request minted last, with its claims.
+_ISSUED = "clickcall.issued_token"
 
 
 def keyring() -> KeyRing:
@@ -70,12 +72,15 @@ def generate_access_token(client: Any, grant_type: str, user: Any, scope: str) -
     if jkt:  # DPoP-bound (RFC 9449 §6.1): usable only with proofs by this key
         claims["cnf"] = {"jkt": jkt}
     key = keyring().current()
-    return jwt.encode(
+    token = jwt.encode(
         claims,
         key.private_key,
         algorithm=key.algorithm,
         headers={"typ": "at+jwt", "kid": key.kid},
     )
+    if has_request_context():  # for save_token, which would otherwise decode it again
+        request.environ[_ISSUED] = (token, claims)
+    return token
 
 
 def read_own_token(token: str) -> dict[str, Any] | None:
@@ -102,6 +107,10 @@ def read_own_token(token: str) -> dict[str, Any] | None:
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
-    """Claims of a token we just minted ourselves (no need to re-verify)."""
+    """Claims of a token we just minted ourselves (no need to re-verify): kept by
+    :func:`generate_access_token` for this request, else decoded."""
+    issued = request.environ.get(_ISSUED) if has_request_context() else None
+    if issued is not None and issued[0] == token:
+        return dict(issued[1])
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     return claims
