@@ -59,11 +59,14 @@ class Tracer:
         def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
             if pre_ping:
                 self.add("ping", "SELECT 1  -- pool pre-ping")
+            elif record.info.get("pinged"):  # shared.db.ping_after_idle (runs before this)
+                self.add("ping", "SELECT 1  -- ping after idleness")
 
         @event.listens_for(engine, "before_cursor_execute")
         def _execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             key = id(conn.connection.dbapi_connection)
-            if key not in self.in_tx:
+            autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+            if key not in self.in_tx and not autocommit:  # shared.db.autocommit_read: none
                 self.in_tx.add(key)
                 self.add("begin", "BEGIN")
             self.add("statement", " ".join(statement.split())[:150])
@@ -283,12 +286,59 @@ def revocation_check_cost() -> str:
     )
 
 
+class Backends:
+    """CPU time of the PostgreSQL backends serving the benchmark's databases, read from
+    ``/proc`` (PostgreSQL on this machine, readable by this user; else ``None``). In clock
+    ticks (10 ms), so only a mean over many requests means anything."""
+
+    def __init__(self, admin_url: str, databases: tuple[str, ...]) -> None:
+        import sqlalchemy as sa
+
+        from shared.db import normalise_url
+
+        self.engine = sa.create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
+        self.databases = databases
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float | None:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            pids = conn.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = ANY(:names)"),
+                {"names": list(self.databases)},
+            ).scalars()
+            total = 0
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                except OSError:
+                    return None
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / self.tick
+
+
+def selected(label: str, only: list[str] | None) -> bool:
+    if not only:
+        return True
+    if label == "POST /rest/call" and selected("PUT /rest/call", only):
+        return True
+    return any(text in label for text in only)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sql", action="store_true", help="print the statements of each request")
     p.add_argument("--repeat", type=int, default=300, help="timed requests per endpoint")
     p.add_argument("--cprofile", metavar="ENDPOINT", help="cProfile the timed requests of one")
     p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="time only the requests whose label contains TEXT (repeatable; POST /rest/call "
+        "runs whenever PUT /rest/call does, which ends its calls)",
+    )
     p.add_argument(
         "--no-outbox",
         action="store_true",
@@ -306,8 +356,14 @@ def main() -> int:
     apps: list[Any] = []
     try:
         cases = build_cases(work, auth_url, calls_url, a.repeat + 1)
-        print(f"{'request':<40} {'round trips':<44} {'CPU ms':>7} {'wall ms':>8}  (medians)")
+        backends = Backends(a.postgres_url, (AUTH_DB, CALLS_DB))
+        print(
+            f"{'request':<40} {'round trips':<44} {'CPU ms':>7} {'PG ms':>7} {'wall ms':>8}"
+            "  (medians; PG: mean)"
+        )
         for index, (label, tracer, run) in enumerate(cases):
+            if not selected(label, a.only):
+                continue
             tracer.start()
             run(0)  # traced once (the POST before the PUT: the PUT pops its call)
             trips = tracer.summary()
@@ -315,22 +371,27 @@ def main() -> int:
             if label == "POST /rest/call":  # leave one call per timed PUT
                 for i in range(a.repeat):
                     run(i + 1)
-            profiler = cProfile.Profile() if a.cprofile == label else None
+            # thread_time: CPU, not the wall time spent waiting for PostgreSQL
+            profiler = cProfile.Profile(time.thread_time) if a.cprofile == label else None
             if profiler:
                 profiler.enable()
             cpu_ns: list[int] = []
             wall_ns: list[int] = []
+            pg0 = backends.cpu_seconds()
             for i in range(a.repeat):
                 cpu0, wall0 = time.thread_time_ns(), time.perf_counter_ns()
                 run(i + 1 if label != "PUT /rest/call" else i)
                 cpu_ns.append(time.thread_time_ns() - cpu0)
                 wall_ns.append(time.perf_counter_ns() - wall0)
+            pg1 = backends.cpu_seconds()
+            pg = (pg1 - pg0) / a.repeat * 1e3 if pg0 is not None and pg1 is not None else None
             if profiler:
                 profiler.disable()
             # Medians: on a busy machine the mean follows the neighbours, the median much less.
             cpu = statistics.median(cpu_ns) / 1e6
             wall = statistics.median(wall_ns) / 1e6
-            print(f"{label:<40} {trips:<44} {cpu:7.2f} {wall:8.2f}")
+            pg_text = f"{pg:7.2f}" if pg is not None else f"{'–':>7}"
+            print(f"{label:<40} {trips:<44} {cpu:7.2f} {pg_text} {wall:8.2f}")
             if a.sql:
                 for line in lines:
                     print(f"      {line}")

@@ -66,15 +66,17 @@ SCENARIOS = (
 )
 CALL_SCENARIOS = ("call_get", "call_list", "call_create_end", "call_at_limit")
 CALL_LIMIT = 2
+# Issue 14's targets (ratios to the baselines measured in the same run).
 TARGETS = {
     # scenario: (what, attribute, minimum)
-    "call_get": ("authenticated GET /rest/call?token_call ≥ 0.6× bare Flask", "ratio_flask", 0.6),
-    "call_create_end": ("POST+PUT pairs ≥ 0.5× pgbench of the same SQL", "ratio_pg", 0.5),
     "token_client_credentials": (
-        "token endpoint (client_credentials) ≥ 0.5× bare Flask",
+        "token endpoint (client_credentials) ≥ 0.25× bare Flask",
         "ratio_flask",
-        0.5,
+        0.25,
     ),
+    "call_get": ("authenticated GET /rest/call?token_call ≥ 0.5× bare Flask", "ratio_flask", 0.5),
+    "call_list": ("GET /rest/call (list) ≥ 0.4× bare Flask", "ratio_flask", 0.4),
+    "call_create_end": ("POST+PUT pairs ≥ 0.35× pgbench of the same SQL", "ratio_pg", 0.35),
 }
 P99_TARGET_MS = 50.0
 
@@ -113,6 +115,7 @@ class Settings:
     keep: bool
     profile: list[str] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
+    worker_class: str = "gthread"
     lifecycle_calls: int = 32
     lifecycle_seconds: int = 30
     lifecycle_workers: int = 1
@@ -135,6 +138,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         type=int,
         default=int(env.get("BENCH_THREADS", "4")),
         help="gunicorn threads per worker (GUNICORN_THREADS); default 4, as deploy/",
+    )
+    p.add_argument(
+        "--worker-class",
+        choices=("gthread", "sync"),
+        default=env.get("BENCH_WORKER_CLASS", "gthread"),
+        help="gunicorn worker class of every service: gthread (deploy/'s, with --threads) or "
+        "sync (one request at a time per worker: --threads is 1)",
     )
     p.add_argument("--connections", type=int, default=int(env.get("BENCH_CONNECTIONS", "32")))
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -192,6 +202,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--talk-seconds", type=float, default=0.5, help="lifecycle: simulator talk")
     a = p.parse_args(argv)
     duration = a.duration or (3 if a.quick else 20)
+    if a.worker_class == "sync":
+        a.threads = 1  # gunicorn would run gthread for a sync worker with threads > 1
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     profile = list(SCENARIOS) if "all" in a.profile else a.profile
     for name in [*profile, *a.only]:
@@ -220,6 +232,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         lifecycle_workers=a.lifecycle_workers,
         ring_seconds=a.ring_seconds,
         talk_seconds=a.talk_seconds,
+        worker_class=a.worker_class,
     )
 
 
@@ -332,8 +345,9 @@ class Service:
 class Processes:
     """Every process this run starts, so that all of them (and only them) get stopped."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, worker_class: str = "gthread") -> None:
         self.workdir = workdir
+        self.worker_class = worker_class
         self.services: list[Service] = []
         self.others: list[subprocess.Popen[bytes]] = []
 
@@ -360,7 +374,8 @@ class Processes:
                 **env,
             }
         )
-        cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"), app]
+        cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py")]
+        cmd += ["--worker-class", self.worker_class, app]  # the command line wins over the file
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 cmd,
@@ -551,9 +566,32 @@ def run_wrk(
     return WrkResult(json.loads(out.read_text()))
 
 
+def seed_pgbench_users(url: str, count: int) -> None:
+    """The ``call_users`` rows of pgbench's subjects (``pgbench-1`` … ``pgbench-N``): as in
+    the app, a user's row exists after their first call, and start_call inserts it only when
+    it is missing, which a pgbench script cannot express."""
+    import sqlalchemy as sa
+
+    from shared.db import normalise_url
+
+    engine = sa.create_engine(normalise_url(url))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO call_users (subject, created_at, updated_at) "
+                "SELECT 'pgbench-' || n, now(), now() FROM generate_series(1, :count) AS n "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"count": count},
+        )
+    engine.dispose()
+
+
 def run_pgbench(
     s: Settings, label: str, url: str, script: Path, clients: int, defines: dict[str, str]
 ) -> dict[str, Any]:
+    if "nusers" in defines:
+        seed_pgbench_users(url, int(defines["nusers"]))
     cmd = [
         "pgbench",
         "-n",
@@ -701,7 +739,7 @@ def machine_facts(s: Settings) -> dict[str, Any]:
             "quick": s.quick,
             "workers_per_service": s.workers,
             "threads_per_worker": s.threads,
-            "worker_class": "gthread",
+            "worker_class": s.worker_class,
             "connections": s.connections,
             "wrk_threads": s.wrk_threads,
             "duration_s": s.duration,
@@ -969,7 +1007,7 @@ def start_stack(ctx: Context) -> Stack:
     procs = ctx.procs
     say(
         f"services: gunicorn -c deploy/gunicorn.conf.py, {s.workers} workers × "
-        f"{s.threads} threads each: auth server, call API, bare Flask"
+        f"{s.threads} threads each ({s.worker_class}): auth server, call API, bare Flask"
     )
     bare = procs.gunicorn("bare_flask", "bench.bare_app:create_app()", s.workers, s.threads, {})
     auth = procs.gunicorn(
@@ -1708,11 +1746,15 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(
                 {"target": what, "value": value, "met": value is not None and value >= minimum}
             )
-    slow = {n: r["p99_ms"] for n, r in scenarios.items() if r["p99_ms"] >= P99_TARGET_MS}
+    slow = {
+        n: r["p99_ms"]
+        for n, r in scenarios.items()
+        if n in CALL_SCENARIOS and r["p99_ms"] >= P99_TARGET_MS
+    }
     checks.append(
         {
             "target": f"p99 < {P99_TARGET_MS:.0f} ms at "
-            f"{results['machine']['settings']['connections']} connections, every scenario",
+            f"{results['machine']['settings']['connections']} connections, every call scenario",
             "value": slow or "all below",
             "met": not slow,
         }
@@ -1762,7 +1804,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="clickcall-bench-"))
-    procs = Processes(workdir)
+    procs = Processes(workdir, s.worker_class)
     ctx = Context(s, workdir, procs)
     ctx.results = {
         "machine": machine_facts(s),

@@ -16,12 +16,28 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult, Row
 
+from shared.db import autocommit_read
 from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -32,7 +48,7 @@ from shared.errors import (
 from . import lifecycle
 from .extensions import db
 from .metrics import CALL_TRANSITIONS, CALLS_ENDED, CALLS_STARTED, LIMIT_REFUSALS
-from .models import Call, CallEvent, CallUser, WebhookEndpoint
+from .models import Call, CallEvent, CallUser, UTCDateTime, WebhookEndpoint
 
 MAX_IDEMPOTENCY_KEY = 255
 MAX_LIMIT = 10_000
@@ -121,6 +137,25 @@ def _ensure_user(subject: str) -> None:
     db.session.execute(stmt)
 
 
+_LOCK_USER = (
+    select(CallUser.__table__.c.max_ongoing)
+    .where(CallUser.__table__.c.subject == bindparam("subject"))
+    .with_for_update()
+)
+
+
+def _lock_user_limit(subject: str) -> int | None:
+    """Lock the subject's row (creating it if missing) and return its own limit (``None``:
+    the default). The row exists after a user's first call, so in the steady state this is
+    one ``SELECT … FOR UPDATE``; the ``INSERT … ON CONFLICT`` comes only when it is missing."""
+    row = db.session.execute(_LOCK_USER, {"subject": subject}).first()
+    if row is None:
+        _ensure_user(subject)
+        row = db.session.execute(_LOCK_USER, {"subject": subject}).one()
+    limit: int | None = row[0]
+    return limit
+
+
 def _lock_user(subject: str) -> CallUser:
     _ensure_user(subject)
     user = db.session.scalar(select(CallUser).where(CallUser.subject == subject).with_for_update())
@@ -128,7 +163,7 @@ def _lock_user(subject: str) -> CallUser:
     return user
 
 
-def event_payload(call: Call, state: str, at: datetime) -> str:
+def event_payload(call: Call | Row[Any], state: str, at: datetime) -> str:
     """The webhook body: ``{"type": "call.<state>", "timestamp": …, "data": <the call>}``."""
     return json.dumps(
         {"type": lifecycle.event_type(state), "timestamp": iso(at), "data": as_dict(call)}
@@ -143,33 +178,84 @@ def _destination(call: Call) -> str | None:
     )
 
 
+# The event row and its destination in one statement: the client's webhook URL (unless the
+# call has its own) is looked up inside the INSERT, which saved a round trip per transition
+# (docs/PERFORMANCE.md, "Issue 14: hot paths"). Prebuilt once; SQLAlchemy caches its SQL.
+_DESTINATION = (
+    select(
+        func.coalesce(
+            bindparam("status_callback", type_=String()),
+            select(WebhookEndpoint.url)
+            .where(WebhookEndpoint.client_id == bindparam("client_id"))
+            .scalar_subquery(),
+        ).label("url")
+    )
+).subquery("destination")
+_HAS_URL = func.coalesce(_DESTINATION.c.url, "") != ""
+_INSERT_EVENT = insert(CallEvent.__table__).from_select(
+    [
+        "event_id",
+        "call_id",
+        "client_id",
+        "type",
+        "source",
+        "dialer_event",
+        "payload",
+        "created_at",
+        "url",
+        "delivery",
+        "attempts",
+        "next_attempt_at",
+        "retry_until",
+    ],
+    select(
+        bindparam("event_id", type_=String()),
+        bindparam("call_id", type_=Integer()),
+        bindparam("client_id", type_=String()),
+        bindparam("type", type_=String()),
+        bindparam("source", type_=String()),
+        bindparam("dialer_event", type_=String()),
+        bindparam("payload", type_=Text()),
+        bindparam("created_at", type_=UTCDateTime()),
+        _DESTINATION.c.url,
+        case((_HAS_URL, literal("pending")), else_=literal("none")),
+        literal(0),
+        case((_HAS_URL, bindparam("created_at", type_=UTCDateTime())), else_=null()),
+        case((_HAS_URL, bindparam("retry_until", type_=UTCDateTime())), else_=null()),
+    ).select_from(_DESTINATION),
+)
+
+
 def record_event(
-    call: Call, at: datetime, source: str, policy: Policy, dialer_event: str | None = None
-) -> CallEvent:
+    call: Call | Row[Any],
+    at: datetime,
+    source: str,
+    policy: Policy,
+    dialer_event: str | None = None,
+) -> None:
     """The call's event for the state it just entered: history, and the webhook outbox.
 
-    Added to the session of the change itself, so both commit or neither does.
+    Written in the transaction of the change itself, so both commit or neither does. Its
+    ``url`` is the call's ``status_callback`` or else the client's webhook URL as of this
+    transaction (``_destination``); without one the event is only history (``none``).
     """
     if call.id is None:
         db.session.flush()
-    url = _destination(call)
-    event = CallEvent(
-        event_id=f"msg_{secrets.token_urlsafe(18)}",
-        call_id=call.id,
-        client_id=call.client_id,
-        type=lifecycle.event_type(call.state),
-        source=source,
-        dialer_event=dialer_event,
-        payload=event_payload(call, call.state, at),
-        created_at=at,
-        url=url,
-        delivery="pending" if url else "none",
-        attempts=0,
-        next_attempt_at=at if url else None,
-        retry_until=at + timedelta(seconds=policy.webhook_retry_for) if url else None,
+    db.session.execute(
+        _INSERT_EVENT,
+        {
+            "event_id": f"msg_{secrets.token_urlsafe(18)}",
+            "call_id": call.id,
+            "client_id": call.client_id,
+            "type": lifecycle.event_type(call.state),
+            "source": source,
+            "dialer_event": dialer_event,
+            "payload": event_payload(call, call.state, at),
+            "created_at": at,
+            "status_callback": call.status_callback or None,
+            "retry_until": at + timedelta(seconds=policy.webhook_retry_for),
+        },
     )
-    db.session.add(event)
-    return event
 
 
 def transition(
@@ -308,6 +394,32 @@ def ongoing_count(subject: str) -> int:
     )
 
 
+_CALLS = Call.__table__
+_INSERT_CALL = insert(_CALLS)
+# Live calls of a subject, and how many of them must be settled first (the conditions of
+# _expire_overdue): one statement where a separate SELECT … FOR UPDATE, nearly always empty,
+# preceded the count.
+_COUNT_ONGOING = select(
+    func.count(),
+    func.coalesce(
+        func.sum(
+            case(
+                (
+                    or_(
+                        _CALLS.c.started_at <= bindparam("cutoff", type_=UTCDateTime()),
+                        _CALLS.c.talk_deadline <= bindparam("now", type_=UTCDateTime()),
+                        _CALLS.c.lease_expires_at <= bindparam("now", type_=UTCDateTime()),
+                    ),
+                    1,
+                ),
+                else_=0,
+            )
+        ),
+        0,
+    ),
+).where(_CALLS.c.subject == bindparam("subject"), _CALLS.c.status == "ongoing")
+
+
 def start_call(
     subject: str,
     client_id: str,
@@ -327,7 +439,7 @@ def start_call(
     options = options or CallOptions()
     request_hash = fingerprint(number, options)
     try:
-        user = _lock_user(subject)
+        own_limit = _lock_user_limit(subject)
         if idempotency_key is not None:
             previous = db.session.scalar(
                 select(Call).where(
@@ -342,31 +454,42 @@ def start_call(
                 _expire_one(previous, policy, now)
                 _commit_keeping_values()
                 return Started(previous, replayed=True)
-        _expire_overdue(policy, now, subject)
-        limit = limit_for(user, policy)
-        ongoing = ongoing_count(subject)
+        ongoing, overdue = db.session.execute(
+            _COUNT_ONGOING,
+            {"subject": subject, "cutoff": _cutoff(policy, now), "now": now},
+        ).one()
+        if overdue:  # settle them first (under their row locks), then count again
+            _expire_overdue(policy, now, subject)
+            ongoing = ongoing_count(subject)
+        limit = policy.default_limit if own_limit is None else own_limit
         if ongoing >= limit:
             LIMIT_REFUSALS.inc()
             raise RestMaxCallError(
                 f"You already have {ongoing} ongoing call(s); the limit is {limit}.",
                 extra={"max_ongoing": limit, "ongoing": ongoing},
             )
-        call = Call(
-            token_call=secrets.token_urlsafe(24),
-            subject=subject,
-            client_id=client_id,
-            number=number,
-            status="ongoing",
-            state=lifecycle.QUEUED,
-            started_at=now,
-            time_limit=options.time_limit or policy.max_duration,
-            ring_timeout=options.ring_timeout or RING_TIMEOUT_DEFAULT,
-            status_callback=options.status_callback,
-            claims=0,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash if idempotency_key is not None else None,
-        )
-        db.session.add(call)
+        values: dict[str, Any] = {
+            "token_call": secrets.token_urlsafe(24),
+            "subject": subject,
+            "client_id": client_id,
+            "number": number,
+            "status": "ongoing",
+            "state": lifecycle.QUEUED,
+            "started_at": now,
+            "time_limit": options.time_limit or policy.max_duration,
+            "ring_timeout": options.ring_timeout or RING_TIMEOUT_DEFAULT,
+            "status_callback": options.status_callback,
+            "claims": 0,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash if idempotency_key is not None else None,
+        }
+        # A Core INSERT (the ORM's unit of work cost more than the statement); the Call
+        # handed back is a detached copy of the row, as the view and the event need it.
+        inserted = cast("CursorResult[Any]", db.session.execute(_INSERT_CALL, values))
+        key = inserted.inserted_primary_key
+        assert key is not None
+        call = Call(**values)
+        call.id = key[0]
         record_event(call, now, "app", policy)
         _commit_keeping_values()
         CALLS_STARTED.inc()
@@ -377,10 +500,14 @@ def start_call(
         raise
 
 
-def _find(token_call: str, subject: str | None, lock: bool = False) -> Call:
+def _check_token_call(token_call: str) -> None:
     if not token_call or len(token_call) > 64 or "\x00" in token_call:
         # NUL: PostgreSQL text cannot hold it (psycopg2 raises ValueError, a 500 before this)
         raise ObjectDoesNotExist("No such call.")
+
+
+def _find(token_call: str, subject: str | None, lock: bool = False) -> Call:
+    _check_token_call(token_call)
     query = select(Call).where(Call.token_call == token_call)
     if subject is not None:
         query = query.where(Call.subject == subject)
@@ -398,6 +525,52 @@ def get_call(token_call: str, policy: Policy, subject: str | None = None) -> Cal
     if _expire_one(call, policy, now_utc()):
         _commit_keeping_values()
     return call
+
+
+# The API's reads (GET /rest/call): prebuilt statements run outside any transaction, one
+# round trip each (docs/PERFORMANCE.md, "Issue 14: hot paths"). A call that must be settled
+# first (overdue, past its time_limit, its dialer's lease lapsed) takes the ORM path above,
+# which changes it under a transaction; these only read.
+_READ_CALL = select(_CALLS).where(
+    _CALLS.c.token_call == bindparam("token_call"), _CALLS.c.subject == bindparam("subject")
+)
+_READ_ONGOING = (
+    select(_CALLS)
+    .where(_CALLS.c.subject == bindparam("subject"), _CALLS.c.status == "ongoing")
+    .order_by(_CALLS.c.started_at, _CALLS.c.id)
+)
+
+
+def _needs_settling(call: Call | Row[Any], policy: Policy, now: datetime) -> bool:
+    """Whether ``_settle_one`` might change this call (the conditions of ``_expire_overdue``)."""
+    return call.status == "ongoing" and (
+        call.started_at <= _cutoff(policy, now)
+        or (call.talk_deadline is not None and call.talk_deadline <= now)
+        or (call.lease_expires_at is not None and call.lease_expires_at <= now)
+    )
+
+
+def read_call(token_call: str, policy: Policy, subject: str) -> Call | Row[Any]:
+    """``get_call`` for the owner's GET, as one read outside any transaction (a row with
+    the call's columns) unless the call must be settled first."""
+    _check_token_call(token_call)
+    with autocommit_read(db.engine) as conn:
+        row = conn.execute(_READ_CALL, {"token_call": token_call, "subject": subject}).first()
+    if row is None:
+        raise ObjectDoesNotExist("No such call.")
+    if _needs_settling(row, policy, now_utc()):
+        return get_call(token_call, policy, subject)
+    return row
+
+
+def read_ongoing(subject: str, policy: Policy) -> list[Call] | list[Row[Any]]:
+    """``list_ongoing`` as one read outside any transaction unless a call must be settled."""
+    with autocommit_read(db.engine) as conn:
+        rows = list(conn.execute(_READ_ONGOING, {"subject": subject}))
+    now = now_utc()
+    if any(_needs_settling(row, policy, now) for row in rows):
+        return list_ongoing(subject, policy)
+    return rows
 
 
 def end_call(
@@ -428,6 +601,78 @@ def end_call(
             before_commit(call, state_before)
         _commit_keeping_values()
         return call
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+# The owner's hang-up of a live call that needs no settling, as one UPDATE (its row lock
+# included) whose RETURNING row makes the event: BEGIN, UPDATE, INSERT event, COMMIT
+# (docs/PERFORMANCE.md, "Issue 14: hot paths"). The same change as ``end_call``'s
+# ``transition(call, lifecycle.hang_up_target(call.state), …)``.
+_HANG_UP = (
+    update(_CALLS)
+    .where(
+        _CALLS.c.token_call == bindparam("b_token_call"),
+        _CALLS.c.subject == bindparam("b_subject"),
+        _CALLS.c.status == "ongoing",
+        # not due for settling (the negation of _needs_settling, NULLs included)
+        _CALLS.c.started_at > bindparam("b_cutoff", type_=UTCDateTime()),
+        or_(
+            _CALLS.c.talk_deadline.is_(None),
+            _CALLS.c.talk_deadline > bindparam("b_now", type_=UTCDateTime()),
+        ),
+        or_(
+            _CALLS.c.lease_expires_at.is_(None),
+            _CALLS.c.lease_expires_at > bindparam("b_now", type_=UTCDateTime()),
+        ),
+    )
+    .values(
+        state=case(
+            (
+                _CALLS.c.state == lifecycle.IN_PROGRESS,
+                lifecycle.hang_up_target(lifecycle.IN_PROGRESS),
+            ),
+            else_=lifecycle.hang_up_target(lifecycle.QUEUED),
+        ),
+        status=lifecycle.legacy_status(lifecycle.COMPLETED),
+        ended_at=case(
+            (_CALLS.c.started_at > bindparam("b_now", type_=UTCDateTime()), _CALLS.c.started_at),
+            else_=bindparam("b_now", type_=UTCDateTime()),
+        ),
+        end_reason=bindparam("b_reason", type_=String()),
+    )
+    .returning(*_CALLS.c)
+)
+
+
+def hang_up(
+    token_call: str, policy: Policy, subject: str, reason: str = "hangup"
+) -> Call | Row[Any]:
+    """``end_call`` for the owner's ``PUT /rest/call``: a live call that needs no settling
+    ends in one statement; anything else (ended already, overdue, missing) takes
+    ``end_call``, which answers it as before."""
+    _check_token_call(token_call)
+    now = now_utc()
+    try:
+        row = db.session.execute(
+            _HANG_UP,
+            {
+                "b_token_call": token_call,
+                "b_subject": subject,
+                "b_cutoff": _cutoff(policy, now),
+                "b_now": now,
+                "b_reason": reason,
+            },
+        ).first()
+        if row is None:
+            db.session.rollback()
+            return end_call(token_call, policy, subject=subject, reason=reason, now=now)
+        CALLS_ENDED.labels(reason).inc()
+        record_event(row, row.ended_at, "app", policy)
+        db.session.commit()
+        CALL_TRANSITIONS.labels(row.state, "app").inc()
+        return row
     except BaseException:
         db.session.rollback()
         raise
@@ -534,7 +779,7 @@ def dialer_event_applied(call: Call, event: str) -> bool:
     )
 
 
-def as_dict(call: Call) -> dict[str, Any]:
+def as_dict(call: Call | Row[Any]) -> dict[str, Any]:
     """The call as clients see it: the original's fields first, then the lifecycle's.
 
     ``duration`` counts from the answer (0 for a call never answered), once it ended.

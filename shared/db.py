@@ -3,17 +3,28 @@
 SQLite is the zero-setup default; PostgreSQL is production. On SQLite every transaction
 starts with ``BEGIN IMMEDIATE`` so that concurrent writers (several threads or processes)
 serialise on the database lock instead of racing; on PostgreSQL the services use row
-locks. Connections are pinged before use so both services recover by themselves after
-a database restart.
+locks. A pooled connection that sat idle for more than ``PING_AFTER_IDLE`` seconds is
+pinged before use, and any disconnect seen by a statement makes SQLAlchemy replace every
+pooled connection older than it, so both services recover by themselves after a database
+restart without paying a ping round trip on every request under load (docs/PERFORMANCE.md,
+"Issue 14: hot paths").
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine, make_url
+
+# A connection back in the pool for longer than this is pinged at its next checkout: long
+# enough that a busy pool never pings (each connection is reused within milliseconds), short
+# enough that connections idle while the database restarted are checked before use.
+PING_AFTER_IDLE = 1.0
 
 
 def normalise_url(url: str) -> str:
@@ -42,7 +53,6 @@ def engine_options(url: str, statement_timeout_ms: int = 5000) -> dict[str, Any]
     if backend == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
         "pool_size": 5,
         "max_overflow": 10,
         "pool_timeout": 5,
@@ -68,8 +78,10 @@ def engine_options(url: str, statement_timeout_ms: int = 5000) -> dict[str, Any]
 
 
 def configure_engine(engine: Engine) -> None:
-    """Install the SQLite transaction behaviour described in the module docstring."""
+    """Install the ping after idleness, or on SQLite the transaction behaviour, described in
+    the module docstring."""
     if engine.dialect.name != "sqlite":
+        ping_after_idle(engine)
         return
 
     @event.listens_for(engine, "connect")
@@ -86,6 +98,57 @@ def configure_engine(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def ping_after_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
+    """Ping (``SELECT 1``) a pooled connection at checkout only if it sat idle in the pool
+    for more than ``idle`` seconds; one that fails the ping is replaced by a new connection
+    (``DisconnectionError``: the pool reconnects and tries again).
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one round trip per transaction,
+    a quarter of a read's (docs/PERFORMANCE.md). Under load connections never sit idle that
+    long, so the ping is skipped; a connection that dies in use anyway (a database restart in
+    the middle of traffic) fails its statement as a disconnect, which makes SQLAlchemy
+    invalidate every connection pooled before it, so the next requests reconnect.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("checked_in_at", None)
+        record.info["pinged"] = since is not None and time.monotonic() - since > idle
+        if record.info["pinged"]:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error as error:
+                raise exc.DisconnectionError(f"ping after idleness failed: {error}") from error
+
+
+@contextmanager
+def autocommit_read(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads outside any transaction: on PostgreSQL each statement is its
+    own transaction (psycopg2's autocommit), so a read is one round trip instead of three
+    (``BEGIN``, the statement, ``ROLLBACK``). Only for statements that write nothing and
+    need no snapshot shared with another statement. SQLite reads as before.
+
+    psycopg2's flag is set directly: SQLAlchemy's ``isolation_level="AUTOCOMMIT"`` would
+    send a ``SET default_transaction_isolation`` when the connection goes back to the pool.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            yield conn
+            return
+        raw: Any = conn.connection.dbapi_connection
+        raw.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not raw.closed:
+                raw.autocommit = False
 
 
 def settle_database_options(config: Any, overrides: Any) -> None:

@@ -80,7 +80,7 @@ def end_call() -> Response:
     token_call = text_param(data, "token_call", required=False) or request.args.get("token_call")
     if not token_call:
         raise InvalidRequest("The 'token_call' parameter is required.")
-    call = calls.end_call(str(token_call), policy(), subject=str(claims["sub"]))
+    call = calls.hang_up(str(token_call), policy(), subject=str(claims["sub"]))
     return respond(calls.as_dict(call), 200, root="call")
 
 
@@ -91,7 +91,7 @@ def read_calls() -> Response:
     claims = current_claims()
     token_call = request.args.get("token_call")
     if token_call is not None:
-        call = calls.get_call(token_call, policy(), subject=str(claims["sub"]))
+        call = calls.read_call(token_call, policy(), subject=str(claims["sub"]))
         return respond(calls.as_dict(call), 200, root="call")
-    ongoing = calls.list_ongoing(str(claims["sub"]), policy())
+    ongoing = calls.read_ongoing(str(claims["sub"]), policy())
     return respond({"calls": [calls.as_dict(c) for c in ongoing]}, 200, root="response")

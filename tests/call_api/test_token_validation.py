@@ -415,3 +415,27 @@ def test_rest_responses_are_not_cacheable(api, user_token):
     assert [r.status_code for r in responses] == [201, 200, 200, 200, 404, 400, 401]
     for r in responses:
         assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_fast_segment_decoder_agrees_with_pyjwt():
+    """call_api.auth's JWS segment check (a regular expression, for speed) accepts and
+    refuses exactly what PyJWT's own does, with the same decoded bytes."""
+    from jwt.api_jws import PyJWS
+
+    from call_api.auth import _JWS
+
+    segments = [b"", b"e30", b"e30=", b"e30==", b"e30===", b"eyJ", b"eyJh", b"eyJhbA", b"eyJhbA=",
+                b"eyJhbA==", b"eyJhbB", b"eyJhbQ", b"a", b"ab", b"abc", b"abcd", b"ab==", b"ab=",
+                b"abc=", b"abc==", b"a===", b"!!!!", b"ab+/", b"ab_-", b"ab c", b"ab\n", b"=",
+                b"==", b"abcd=", b"abcde", b"ab\xc3\xa9", b"eyJhbGciOiJSUzI1NiJ9"]  # fmt: skip
+
+    def outcome(decode, segment):
+        try:
+            return decode(segment, "header")
+        except jwt.DecodeError as exc:
+            return str(exc)
+
+    for segment in segments:
+        assert outcome(_JWS._decode_base64url_segment, segment) == outcome(
+            PyJWS._decode_base64url_segment, segment
+        ), segment
