@@ -31,13 +31,12 @@ from shared.dpop import (
     ALGORITHMS,
     USE_NONCE,
     DPoPError,
-    NonceRequired,
     NonceSource,
-    ProofRefused,
     RedisReplayCache,
     ReplayCache,
     SqlReplayCache,
     challenge,
+    check_bound_request,
     validate_proof,
 )
 from shared.errors import ClickCallError, InvalidRequest, InvalidToken
@@ -255,42 +254,15 @@ def check_resource_binding(token: str, as_dpop: bool) -> None:
     that is not this server's is left to the endpoint's own checks."""
     from .tokens import read_own_token
 
-    claims = read_own_token(token)
-    cnf = claims.get("cnf") if claims else None
-    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-    if jkt is None:
-        if as_dpop and claims is not None:
-            raise _resource_refusal(
-                InvalidToken,
-                "This access token is not DPoP-bound: send it as 'Authorization: Bearer'.",
-            )
-        return
-    if not as_dpop:
-        raise _resource_refusal(
-            InvalidToken,
-            "This access token is DPoP-bound: send it as 'Authorization: DPoP <token>' with a "
-            "DPoP proof, not as a bearer token.",
-        )
-    values = request.headers.getlist("DPoP")
-    if len(values) != 1:
-        raise _resource_refusal(
-            ProofRefused, "Send exactly one DPoP header with the DPoP-bound token."
-        )
-    try:
-        proof = validate_proof(
-            values[0],
-            method=request.method,
-            urls=[current_app.config["AUTH_ISSUER"] + USERINFO_PATH],
-            replay=replay_cache(),
-            window=current_app.config["AUTH_DPOP_PROOF_WINDOW"],
-            nonces=nonces(),
-            access_token=token,
-        )
-    except DPoPError as exc:
-        refused = NonceRequired if exc.error == USE_NONCE else ProofRefused
-        raise _resource_refusal(refused, exc.description) from None
-    if proof.jkt != jkt:
-        raise _resource_refusal(
-            ProofRefused,
-            "The DPoP proof is signed by another key than the one this token is bound to.",
-        )
+    check_bound_request(
+        read_own_token(token),
+        token,
+        as_dpop,
+        request.headers.getlist("DPoP"),
+        method=request.method,
+        urls=[current_app.config["AUTH_ISSUER"] + USERINFO_PATH],
+        replay=replay_cache(),
+        window=current_app.config["AUTH_DPOP_PROOF_WINDOW"],
+        nonces=nonces(),
+        refuse=_resource_refusal,
+    )

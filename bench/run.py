@@ -116,6 +116,7 @@ class Settings:
     profile: list[str] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
     worker_class: str = "gthread"
+    signing_alg: str = "RS256"
     lifecycle_calls: int = 32
     lifecycle_seconds: int = 30
     lifecycle_workers: int = 1
@@ -145,6 +146,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=env.get("BENCH_WORKER_CLASS", "gthread"),
         help="gunicorn worker class of every service: gthread (deploy/'s, with --threads) or "
         "sync (one request at a time per worker: --threads is 1)",
+    )
+    p.add_argument(
+        "--signing-alg",
+        choices=("RS256", "ES256", "EdDSA"),
+        default=env.get("BENCH_SIGNING_ALG", "RS256"),
+        help="the auth server's signing key (the call API accepts only it); default RS256, "
+        "the services' default",
     )
     p.add_argument("--connections", type=int, default=int(env.get("BENCH_CONNECTIONS", "32")))
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -233,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         ring_seconds=a.ring_seconds,
         talk_seconds=a.talk_seconds,
         worker_class=a.worker_class,
+        signing_alg=a.signing_alg,
     )
 
 
@@ -740,6 +749,7 @@ def machine_facts(s: Settings) -> dict[str, Any]:
             "workers_per_service": s.workers,
             "threads_per_worker": s.threads,
             "worker_class": s.worker_class,
+            "signing_alg": s.signing_alg,
             "connections": s.connections,
             "wrk_threads": s.wrk_threads,
             "duration_s": s.duration,
@@ -887,7 +897,7 @@ def setup_databases(ctx: Context) -> None:
 
     ctx.keys_dir = ctx.workdir / "keys"
     store = KeyStore(ctx.keys_dir)
-    store.add("RS256")
+    store.add(s.signing_alg)
     key = store.current()
     assert key is not None
     ctx.public_key = ctx.workdir / "public.pem"
@@ -919,6 +929,7 @@ def auth_env(ctx: Context) -> dict[str, str]:
         "AUTH_SECRET_KEY": "bench-secret-key",
         "RATELIMIT_ENABLED": "false",
         "AUTH_GENERATE_KEYS": "false",
+        "AUTH_SIGNING_ALG": ctx.s.signing_alg,
     }
 
 
@@ -931,6 +942,7 @@ def call_env(ctx: Context, jwks_base: str) -> dict[str, str]:
         # The revocation feed, polled as in production (its cost is in every number).
         "CALL_REVOCATION_URL": jwks_base + "/oauth/revocations",
         "CALL_MAX_ONGOING_DEFAULT": str(CALL_LIMIT),
+        "CALL_ALGORITHMS": ctx.s.signing_alg,
     }
 
 

@@ -20,16 +20,12 @@ from flask import Request, current_app
 
 from shared.dpop import (
     ALGORITHMS,
-    USE_NONCE,
-    DPoPError,
-    NonceRequired,
     NonceSource,
-    ProofRefused,
     RedisReplayCache,
     ReplayCache,
     SqlReplayCache,
     challenge,
-    validate_proof,
+    check_bound_request,
 )
 from shared.errors import ClickCallError, InvalidRequest, InvalidToken
 
@@ -101,39 +97,15 @@ def _urls(request: Request) -> list[str]:
 def check_binding(claims: dict[str, Any], token: str, as_dpop: bool, request: Request) -> None:
     """A DPoP-bound token (``cnf.jkt``) needs the DPoP scheme and a valid proof by its key;
     the DPoP scheme needs a bound token. Raises a 401 with a DPoP challenge."""
-    cnf = claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-    if jkt is None:
-        if as_dpop:
-            raise _refuse(
-                InvalidToken,
-                "This access token is not DPoP-bound: send it as 'Authorization: Bearer'.",
-            )
-        return
-    if not as_dpop:
-        raise _refuse(
-            InvalidToken,
-            "This access token is DPoP-bound: send it as 'Authorization: DPoP <token>' with a "
-            "DPoP proof, not as a bearer token.",
-        )
-    values = request.headers.getlist("DPoP")
-    if len(values) != 1:
-        raise _refuse(ProofRefused, "Send exactly one DPoP header with the DPoP-bound token.")
-    try:
-        proof = validate_proof(
-            values[0],
-            method=request.method,
-            urls=_urls(request),
-            replay=replay_cache(),
-            window=current_app.config["CALL_DPOP_PROOF_WINDOW"],
-            nonces=nonces(),
-            access_token=token,
-        )
-    except DPoPError as exc:
-        refused = NonceRequired if exc.error == USE_NONCE else ProofRefused
-        raise _refuse(refused, exc.description) from None
-    if proof.jkt != jkt:
-        raise _refuse(
-            ProofRefused,
-            "The DPoP proof is signed by another key than the one this token is bound to.",
-        )
+    check_bound_request(
+        claims,
+        token,
+        as_dpop,
+        request.headers.getlist("DPoP"),
+        method=request.method,
+        urls=_urls(request),
+        replay=replay_cache(),
+        window=current_app.config["CALL_DPOP_PROOF_WINDOW"],
+        nonces=nonces(),
+        refuse=_refuse,
+    )

@@ -32,7 +32,7 @@ from sqlalchemy import BigInteger, Index, String, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from .errors import ClickCallError
+from .errors import ClickCallError, InvalidToken
 from .keys import thumbprint
 
 # Asymmetric algorithms only (RFC 9449 §4.2: never "none", never a MAC).
@@ -290,6 +290,64 @@ def validate_proof(
             "every request."
         )
     return Proof(jkt=jkt, jti=jti, iat=iat)
+
+
+Refuse = Callable[[type[ClickCallError], str], ClickCallError]
+
+
+def check_bound_request(
+    claims: dict[str, Any] | None,
+    token: str,
+    as_dpop: bool,
+    proofs: list[str],
+    *,
+    method: str,
+    urls: list[str],
+    replay: ReplayCache,
+    window: int,
+    nonces: NonceSource | None,
+    refuse: Refuse,
+) -> None:
+    """At a resource server (the call API, userinfo), RFC 9449 §7: a DPoP-bound token
+    (``cnf.jkt``) needs the DPoP scheme (``as_dpop``) and exactly one valid proof by its key,
+    ``ath`` included; the DPoP scheme needs a bound token. ``claims`` is ``None`` for a token
+    that is not the server's (left to its own checks). ``refuse`` makes the service's 401
+    with its ``WWW-Authenticate: DPoP`` challenge."""
+    cnf = claims.get("cnf") if claims else None
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is None:
+        if as_dpop and claims is not None:
+            raise refuse(
+                InvalidToken,
+                "This access token is not DPoP-bound: send it as 'Authorization: Bearer'.",
+            )
+        return
+    if not as_dpop:
+        raise refuse(
+            InvalidToken,
+            "This access token is DPoP-bound: send it as 'Authorization: DPoP <token>' with a "
+            "DPoP proof, not as a bearer token.",
+        )
+    if len(proofs) != 1:
+        raise refuse(ProofRefused, "Send exactly one DPoP header with the DPoP-bound token.")
+    try:
+        proof = validate_proof(
+            proofs[0],
+            method=method,
+            urls=urls,
+            replay=replay,
+            window=window,
+            nonces=nonces,
+            access_token=token,
+        )
+    except DPoPError as exc:
+        refused = NonceRequired if exc.error == USE_NONCE else ProofRefused
+        raise refuse(refused, exc.description) from None
+    if proof.jkt != jkt:
+        raise refuse(
+            ProofRefused,
+            "The DPoP proof is signed by another key than the one this token is bound to.",
+        )
 
 
 def challenge(
