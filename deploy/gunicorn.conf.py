@@ -3,7 +3,8 @@
     gunicorn -c deploy/gunicorn.conf.py 'auth_server:create_app()'   # PORT=8888
     gunicorn -c deploy/gunicorn.conf.py 'call_api:create_app()'      # PORT=8889
 
-Workers from ``WEB_CONCURRENCY`` (default 2), threads from ``GUNICORN_THREADS``.
+Workers from ``WEB_CONCURRENCY`` (default 2), threads from ``GUNICORN_THREADS``, the worker
+class from ``GUNICORN_WORKER_CLASS`` (``gthread`` or ``sync``).
 SIGTERM stops accepting connections and lets in-flight requests finish for
 ``graceful_timeout`` seconds. The apps log one JSON line per request themselves (without
 query strings, which may carry tokens), so gunicorn's access log stays off.
@@ -17,7 +18,12 @@ bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # A fixed default: cpu_count() sees the host, not a container's CPU limit.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread"
+# gthread (the default) serves long polls (the dialer's POST /dialer/poll) without tying up a
+# process; sync costs less CPU per request (docs/PERFORMANCE.md, "Issue 14: results"):
+# docs/OPERATIONS.md says which service should run which.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+if worker_class not in ("gthread", "sync"):
+    raise SystemExit(f"GUNICORN_WORKER_CLASS must be gthread or sync, not {worker_class!r}")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
