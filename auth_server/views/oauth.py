@@ -5,11 +5,11 @@ from __future__ import annotations
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import dpop, flow, par
-from ..extensions import authorization
+from ..extensions import authorization, limiter
 from ..oauth_errors import MISSING_GRANT_TYPE, repeated_parameter, repeated_parameter_refusal
 
 bp = Blueprint("oauth", __name__)
@@ -117,7 +117,12 @@ def introspect_token() -> Response:
     return authorization.create_endpoint_response("introspection")  # type: ignore[no-any-return]
 
 
+def _par_device_limit() -> str:
+    return str(current_app.config["AUTH_PAR_DEVICE_LIMIT"])
+
+
 @bp.route("/oauth/device_authorization", methods=["POST"])
+@limiter.limit(_par_device_limit)
 def device_authorization() -> Response:
     """RFC 8628 §3.1: a device code and the user code its user types on /device."""
     return authorization.create_endpoint_response(  # type: ignore[no-any-return]
@@ -126,6 +131,7 @@ def device_authorization() -> Response:
 
 
 @bp.route("/oauth/par", methods=["POST"])
+@limiter.limit(_par_device_limit)
 def pushed_authorization_request() -> Response:
     """RFC 9126: validate and store an authorization request; 201 with its ``request_uri``."""
     try:
