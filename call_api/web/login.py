@@ -266,6 +266,23 @@ def _forget_login(response: Response) -> Response:
     return response
 
 
+def _from_our_issuer() -> bool:
+    """RFC 9207 §2.4: when the auth server says it sends ``iss``
+    (``authorization_response_iss_parameter_supported``), the answer must carry ours: a
+    mix-up attack (an answer from another server delivered here) is refused. A server that
+    does not send it is not asked to."""
+    iss = request.args.get("iss")
+    try:
+        required = bool(metadata().get("authorization_response_iss_parameter_supported"))
+    except AuthServerUnavailable:
+        required = iss is not None
+    if iss is None:
+        return not required
+    return hmac.compare_digest(
+        iss.encode("utf-8", "replace"), current_app.config["AUTH_ISSUER"].encode()
+    )
+
+
 def _callback_error(status: int, title: str, message: str, next_url: str = "/calls") -> Response:
     return _forget_login(error_page(status, title, message, sign_in=True, next_url=next_url))
 
@@ -287,6 +304,14 @@ def callback() -> Response:
             "Nothing was signed in. Start again.",
         )
     next_url = safe_next(pending["next"])
+    if not _from_our_issuer():
+        return _callback_error(
+            400,
+            "This sign-in came back from another server",
+            "The answer does not name this site's auth server as its issuer (RFC 9207), so "
+            "nothing was signed in. Start again.",
+            next_url,
+        )
     error = request.args.get("error")
     if error is not None:
         if error == "access_denied":

@@ -572,3 +572,23 @@ def test_https_pages_set_secure_cookies(
     r = browser.sign_in(user)
     assert r.status_code == 302
     assert "Secure" in set_cookie_header(r, SESSION_COOKIE)
+
+
+@pytest.mark.parametrize("iss", ["https://evil.example", None])
+def test_the_callback_refuses_an_answer_from_another_issuer(
+    browser: Pages, pages_app: Flask, user: UserInfo, iss: str | None
+) -> None:
+    """RFC 9207: the auth server advertises the iss parameter, so an answer naming another
+    issuer (a mix-up) or none at all signs nobody in; the genuine answer carries ours."""
+    r = browser.start()
+    back = browser.authorize(user, r.headers["Location"])
+    params = query_of(back)
+    assert params["iss"] == pages_app.config["AUTH_ISSUER"]
+    if iss is None:
+        del params["iss"]
+    else:
+        params["iss"] = iss
+    r = browser.calls.get("/calls/callback", query_string=params)
+    assert r.status_code == 400
+    assert "This sign-in came back from another server" in page_text(r)
+    assert session_rows(pages_app) == []
