@@ -10,6 +10,9 @@ from __future__ import annotations
 from authlib.oauth2.rfc7591 import InvalidClientMetadataError
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from shared.errors import InvalidRequest
+from shared.web import json_object_body
+
 from ..extensions import authorization, limiter
 
 bp = Blueprint("registration", __name__)
@@ -31,9 +34,12 @@ def registration_enabled() -> Response | None:
         return response
     if request.method not in ("POST", "PUT"):
         return None
-    body = request.get_json(silent=True) if request.mimetype == "application/json" else None
-    if isinstance(body, dict):
-        return None
+    if request.mimetype == "application/json":
+        try:
+            json_object_body()  # malformed, too deeply nested or unusable JSON: refused
+            return None
+        except InvalidRequest:
+            pass
     error = InvalidClientMetadataError(
         description="The request body must be a JSON object of client metadata, sent as "
         "Content-Type: application/json (RFC 7591 section 3.1)."

@@ -391,3 +391,28 @@ def test_a_client_cannot_switch_off_what_the_operator_required(client, auth_app,
     assert r.status_code == 200
     assert r.json["dpop_bound_access_tokens"] is True
     assert "require_pushed_authorization_requests" not in r.json
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"client_name": ' + "[" * 5000 + "]" * 5000 + "}",  # deeper than the JSON decoder goes
+        '{"client_name": "\\udc80"}',  # a lone surrogate
+        '{"client_name": 1e999}',  # infinity
+    ],
+)
+def test_unusable_json_is_refused_not_a_500(client, auth_app, body: str) -> None:
+    """Found by the fuzz test: a JSON object nested too deeply made json.loads raise
+    RecursionError, a 500 at both registration endpoints."""
+    reg = register(client, WEB, mint(auth_app)).json
+    for method, path in (
+        ("POST", "/oauth/register"),
+        ("PUT", reg["registration_client_uri"][len(ISSUER) :]),
+    ):
+        r = client.open(path, method=method, data=body, content_type="application/json")
+        _refused(
+            r,
+            "invalid_client_metadata",
+            "The request body must be a JSON object of client metadata, sent as Content-Type: "
+            "application/json (RFC 7591 section 3.1).",
+        )
