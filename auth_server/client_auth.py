@@ -33,7 +33,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from cryptography.fernet import Fernet, InvalidToken
@@ -48,6 +48,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from shared.errors import InvalidRequest
+from shared.pinned import pinned_request
 
 from .extensions import db
 from .models import Client, ClientAssertionJti
@@ -70,6 +71,7 @@ JWKS_TIMEOUT = 5.0
 JWKS_MAX_BYTES = 64 * 1024
 JWKS_CACHE_TTL = 300
 JWKS_REFETCH = 60
+JWKS_ADDRESSES_TRIED = 2  # a host with several addresses: the next one if one fails
 
 
 # --- the client secret of client_secret_jwt, encrypted -----------------------------------
@@ -174,40 +176,66 @@ class _JwksCache:
 JWKS_CACHE = _JwksCache()
 
 
-def _public_host(uri: str) -> bool:
-    """Whether every address the URI's host resolves to is a public one (production refuses
-    to fetch a jwks_uri on loopback, private or link-local networks: server-side request
-    forgery through a registered client)."""
-    host = urlsplit(uri).hostname or ""
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order ([] if none)."""
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
 
 
 def _fetch_jwks(uri: str) -> dict[str, Any] | None:
-    """The JWK Set at ``uri`` (public keys only), or ``None`` if it cannot be had."""
-    if current_app.config["APP_ENV"] == "production" and not _public_host(uri):
+    """The JWK Set at ``uri`` (public keys only), or ``None`` if it cannot be had.
+
+    The host is resolved once; in production every address must be public (no loopback,
+    private, link-local or metadata address: server-side request forgery through a
+    registered client). The request then goes to a checked address itself
+    (``shared.pinned``), so a second lookup cannot answer differently (DNS rebinding); no
+    redirects, a timeout, a size limit.
+    """
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = _resolve(host, port)
+    if not addresses:
+        log.warning("jwks_uri %s: its host does not resolve", uri)
+        return None
+    if current_app.config["APP_ENV"] == "production" and not all(
+        ipaddress.ip_address(a).is_global for a in addresses
+    ):
         log.warning("jwks_uri %s: not fetched, its host is not a public address", uri)
         return None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Host": parts.netloc, "Accept": "application/json"}
+    body = None
+    for address in addresses[:JWKS_ADDRESSES_TRIED]:
+        try:
+            with pinned_request(
+                "GET",
+                parts.scheme,
+                address,
+                port,
+                host,
+                path,
+                headers=headers,
+                timeout=JWKS_TIMEOUT,
+            ) as response:
+                if response.status != 200:
+                    log.warning("jwks_uri %s answered %s", uri, response.status)
+                    return None
+                body = response.read(JWKS_MAX_BYTES + 1, decode_content=True)
+            break
+        except urllib3.exceptions.HTTPError as exc:
+            log.warning("jwks_uri %s: %s could not be reached: %s", uri, address, exc)
+    if body is None:
+        return None
+    if len(body) > JWKS_MAX_BYTES:
+        log.warning("jwks_uri %s: document larger than %d bytes", uri, JWKS_MAX_BYTES)
+        return None
     try:
-        with requests.get(
-            uri,
-            timeout=JWKS_TIMEOUT,
-            allow_redirects=False,
-            stream=True,
-            headers={"Accept": "application/json"},
-        ) as response:
-            if response.status_code != 200:
-                log.warning("jwks_uri %s answered %s", uri, response.status_code)
-                return None
-            body = response.raw.read(JWKS_MAX_BYTES + 1, decode_content=True)
-        if len(body) > JWKS_MAX_BYTES:
-            log.warning("jwks_uri %s: document larger than %d bytes", uri, JWKS_MAX_BYTES)
-            return None
         return check_public_jwks(json.loads(body))
-    except (requests.RequestException, ValueError, InvalidRequest) as exc:
+    except (ValueError, RecursionError, InvalidRequest) as exc:
         log.warning("jwks_uri %s could not be used: %s", uri, exc)
         return None
 

@@ -41,6 +41,7 @@ from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
 
 from shared.errors import Conflict, InvalidRequest, ObjectDoesNotExist
+from shared.pinned import pinned_request
 
 from .calls import _destination, _find, iso, now_utc
 from .extensions import db
@@ -414,37 +415,10 @@ def _post(
     scheme: str, address: str, port: int, host: str, path: str, headers: dict, body: bytes, t: float
 ) -> int:
     """One POST to ``address`` (already checked), naming ``host`` in Host and TLS."""
-    timeout = urllib3.Timeout(total=t)
-    pool: urllib3.HTTPConnectionPool
-    if scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            address,
-            port,
-            server_hostname=host,
-            assert_hostname=host,
-            cert_reqs="CERT_REQUIRED",
-            timeout=timeout,
-            retries=False,
-            maxsize=1,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
-    try:
-        response = pool.urlopen(
-            "POST",
-            path,
-            body=body,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
-        status = int(response.status)
-        response.release_conn()
-        return status
-    finally:
-        pool.close()
+    with pinned_request(
+        "POST", scheme, address, port, host, path, headers=headers, timeout=t, body=body
+    ) as response:
+        return int(response.status)
 
 
 def deliver(

@@ -5,6 +5,8 @@ dynamic registration; keys from jwks and from a jwks_uri (fetched, cached, refet
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from joserfc.jwk import RSAKey
@@ -120,74 +122,125 @@ def test_client_secret_jwt_client_and_secret_rotation(cli, client, tmp_path) -> 
     assert r.status_code == 200
 
 
-class FakeJwks:
-    """Serves a JWK Set in place of ``requests.get`` and counts the fetches."""
+class JwksServer:
+    """A real HTTP server on 127.0.0.1 serving a JWK Set at /jwks.json; counts the GETs and
+    the Host headers it was sent."""
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.fetches = 0
+        self.hosts: list[str] = []
+        outer = self
 
-    def __call__(self, url: str, **kwargs: Any) -> Any:
-        assert kwargs["allow_redirects"] is False and kwargs["timeout"] > 0
-        self.fetches += 1
-        body = json.dumps(self.document).encode()
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                outer.fetches += 1
+                outer.hosts.append(self.headers.get("Host", ""))
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/jwks.json")
+                    self.end_headers()
+                    return
+                body = json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-        class Raw:
-            def read(self, n: int, decode_content: bool = True) -> bytes:
-                return body[:n]
+            def log_message(self, *args: Any) -> None:
+                pass
 
-        class Response:
-            status_code = 200
-            raw = Raw()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-            def __enter__(self) -> Response:
-                return self
+    def url(self, path: str = "/jwks.json") -> str:
+        return f"http://localhost:{self.port}{path}"
 
-            def __exit__(self, *exc: object) -> None:
-                return None
-
-        return Response()
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def test_registered_client_with_jwks_uri_and_key_rotation(client, auth_app, monkeypatch) -> None:
-    """Keys from the jwks_uri are cached; a new kid triggers one new fetch (key rotation)."""
+    """Keys from the jwks_uri (a real server, by name) are cached; a new kid triggers one
+    new fetch (key rotation); a document with a private key is not used."""
     from auth_server import client_auth
 
     client_auth.JWKS_CACHE.clear()
     old, new = ec_key("old"), RSAKey.generate_key(2048, parameters={"kid": "new"})
-    fake = FakeJwks(public_jwks(old))
-    monkeypatch.setattr(client_auth.requests, "get", fake)
-    r = register(
-        client,
-        {
-            "client_name": "Server app",
-            "redirect_uris": ["https://app.example/cb"],
-            "token_endpoint_auth_method": "private_key_jwt",
-            "jwks_uri": "https://app.example/jwks.json",
-        },
-        mint(auth_app),
-    )
-    assert r.status_code == 201, r.json
-    cid = r.json["client_id"]
+    server = JwksServer(public_jwks(old))
+    try:
+        r = register(
+            client,
+            {
+                "client_name": "Server app",
+                "redirect_uris": ["https://app.example/cb"],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": server.url(),
+            },
+            mint(auth_app),
+        )
+        assert r.status_code == 201, r.json
+        cid = r.json["client_id"]
 
-    def revoke(key: Any, alg: str) -> Any:
-        data = with_assertion({"token": "unknown"}, assertion(cid, key, alg))
-        return client.post("/oauth/revoke", data=data)
+        def revoke(key: Any, alg: str) -> Any:
+            data = with_assertion({"token": "unknown"}, assertion(cid, key, alg))
+            return client.post("/oauth/revoke", data=data)
 
-    assert revoke(old, "ES256").status_code == 200
-    assert revoke(old, "ES256").status_code == 200
-    assert fake.fetches == 1  # cached
-    fake.document = public_jwks(old, new)
-    monkeypatch.setattr(client_auth, "JWKS_REFETCH", 0)
-    assert revoke(new, "PS256").status_code == 200
-    assert fake.fetches == 2
-    fake.document = {"keys": [{**new.as_dict(private=True)}]}  # a broken document
-    client_auth.JWKS_CACHE.clear()
-    r = revoke(new, "PS256")
-    assert r.status_code == 401
-    assert r.json["error_description"] == (
-        "No key of this client's jwks or jwks_uri matches the client_assertion (its kid and alg)."
-    )
+        assert revoke(old, "ES256").status_code == 200
+        assert revoke(old, "ES256").status_code == 200
+        assert server.fetches == 1  # cached
+        assert server.hosts == [f"localhost:{server.port}"]  # the name, though sent to an address
+        server.document = public_jwks(old, new)
+        monkeypatch.setattr(client_auth, "JWKS_REFETCH", 0)
+        assert revoke(new, "PS256").status_code == 200
+        assert server.fetches == 2
+        server.document = {"keys": [{**new.as_dict(private=True)}]}  # a broken document
+        client_auth.JWKS_CACHE.clear()
+        r = revoke(new, "PS256")
+        assert r.status_code == 401
+        assert r.json["error_description"] == (
+            "No key of this client's jwks or jwks_uri matches the client_assertion (its kid "
+            "and alg)."
+        )
+    finally:
+        server.close()
+
+
+def test_jwks_uri_fetch_follows_no_redirect_and_production_fetches_no_private_address(
+    auth_app, monkeypatch
+) -> None:
+    """The fetch goes to the address that was resolved and checked, naming the host only in
+    Host (a second lookup could answer differently: DNS rebinding); a redirect is not
+    followed; in production a host that resolves to loopback is never fetched."""
+    from auth_server import client_auth
+
+    key = ec_key("k")
+    server = JwksServer(public_jwks(key))
+    try:
+        with auth_app.app_context():
+            assert client_auth._fetch_jwks(server.url("/moved")) is None
+            assert server.fetches == 1
+            # jwks.invalid resolves nowhere (RFC 2606): only the checked address is used.
+            real = client_auth._resolve
+            monkeypatch.setattr(
+                client_auth,
+                "_resolve",
+                lambda host, port: ["127.0.0.1"] if host == "jwks.invalid" else real(host, port),
+            )
+            document = client_auth._fetch_jwks(f"http://jwks.invalid:{server.port}/jwks.json")
+            assert document is not None
+            assert [k["kid"] for k in document["keys"]] == ["k"]
+            assert server.hosts[-1] == f"jwks.invalid:{server.port}"
+            monkeypatch.setattr(client_auth, "_resolve", real)
+            monkeypatch.setitem(auth_app.config, "APP_ENV", "production")
+            before = server.fetches
+            assert client_auth._fetch_jwks(server.url()) is None  # localhost: loopback
+            assert server.fetches == before  # not even one request
+    finally:
+        server.close()
 
 
 def test_discovery_lists_the_methods_and_algorithms(client) -> None:

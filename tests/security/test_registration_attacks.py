@@ -361,7 +361,7 @@ def test_production_never_fetches_a_jwks_uri_on_an_internal_address(auth_app, mo
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("fetched")
 
-    monkeypatch.setattr(client_auth.requests, "get", forbidden)
+    monkeypatch.setattr(client_auth, "pinned_request", forbidden)
     monkeypatch.setitem(auth_app.config, "APP_ENV", "production")
     with auth_app.app_context():
         for uri in (
