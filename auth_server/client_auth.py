@@ -104,6 +104,21 @@ def decrypt_secret(token: str | None) -> str | None:
 # --- the client's public keys --------------------------------------------------------------
 
 
+MIN_RSA_BITS = 2048  # as for DPoP proofs (shared/dpop.py) and NIST SP 800-131A
+
+
+def _rsa_bits(key: dict[str, Any]) -> int:
+    """The size of an RSA JWK's modulus ``n`` in bits (0 if it cannot be read)."""
+    n = key.get("n")
+    if not isinstance(n, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except ValueError:
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
+
+
 def check_public_jwks(jwks: object) -> dict[str, Any]:
     """A JWK Set of public keys a client may register; ``InvalidRequest`` if not."""
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
@@ -122,6 +137,12 @@ def check_public_jwks(jwks: object) -> dict[str, Any]:
             )
         if key.get("kty") not in ("RSA", "EC", "OKP"):
             raise InvalidRequest("Every key of the jwks must be an RSA, EC or OKP public key.")
+        if key.get("use", "sig") != "sig":
+            raise InvalidRequest("The jwks may hold signing keys only ('use': 'sig').")
+        if key["kty"] == "OKP" and key.get("crv") not in ("Ed25519", "Ed448"):
+            raise InvalidRequest("An OKP key of the jwks must be an Ed25519 or Ed448 signing key.")
+        if key["kty"] == "RSA" and _rsa_bits(key) < MIN_RSA_BITS:
+            raise InvalidRequest(f"RSA keys of the jwks must have at least {MIN_RSA_BITS} bits.")
     try:
         KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError, KeyError) as exc:

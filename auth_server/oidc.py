@@ -361,7 +361,7 @@ def must_sign_in(grant: Any, params: dict[str, str]) -> bool:
     asked = prompts(grant)
     if "login" in asked or "select_account" in asked:
         return True
-    max_age = _param(grant, "max_age")
+    max_age = _param(grant, "max_age") or default_max_age(grant)
     if max_age is None or not max_age.isdigit():
         return False
     auth_time = request_auth_time()
@@ -369,6 +369,14 @@ def must_sign_in(grant: Any, params: dict[str, str]) -> bool:
         return True
     seconds = int(max_age)
     return seconds == 0 or int(time.time()) - auth_time > seconds
+
+
+def default_max_age(grant: Any) -> str | None:
+    """The client's registered ``default_max_age`` (OpenID Connect Registration §2), used
+    when the request has no ``max_age`` of its own."""
+    client = getattr(grant, "client", None)
+    value = client.client_metadata.get("default_max_age") if client is not None else None
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def login_required(grant: Any) -> OAuth2Error:

@@ -29,7 +29,7 @@ from flask import current_app, request
 from sqlalchemy import delete, select, update
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
-from . import dpop
+from . import dpop, oidc
 from .extensions import authorization, db
 from .models import PushedAuthorizationRequest, sha256_hex
 from .oauth2 import ALL_METHODS, query_client
@@ -120,6 +120,7 @@ def push() -> dict[str, Any]:
             "The request contains characters that are not allowed in its parameters."
         ) from exc
     dpop.check_authorization_request(grant)
+    oidc.check_request(grant)  # RFC 9126 §2.1: max_age, nonce, … refused now, not at /oauth/auth
     now = int(time.time())
     ttl = int(current_app.config["AUTH_PAR_TTL"])
     db.session.execute(

@@ -472,3 +472,24 @@ def test_console_sets_the_profile(auth_app, client):
     r = client.post(f"/console/users/{bob.id}/profile", data={**form, "email": "bob@"})
     assert r.status_code == 400
     assert b"is not an email address" in r.data
+
+
+def test_a_registered_default_max_age_applies_when_the_request_has_none(auth_app, client, user):
+    """OpenID Connect Registration §2: default_max_age is the client's max_age; the
+    request's own max_age wins."""
+    from auth_server.clients import get_client
+    from auth_server.extensions import db
+
+    app_client = make_oidc_client(auth_app)
+    code_tokens(client, user, app_client, scope="openid")  # consent remembered
+    signed_in_at = sign_in_age(auth_app, user, 100)
+    with auth_app.app_context():  # as dynamic registration stores it
+        row = get_client(app_client.client_id)
+        row.set_client_metadata({**row.client_metadata, "default_max_age": 50})
+        db.session.commit()
+    _, params = pkce_params(app_client, scope="openid")
+    r = client.get("/oauth/auth?" + urlencode(params))
+    assert (r.status_code, r.headers["Location"]) == (302, "/auth/login?" + urlencode(params))
+    tokens, _ = code_tokens(client, user, app_client, scope="openid", max_age="500")
+    _, claims = verify_id_token(client, tokens["id_token"], app_client.client_id)
+    assert claims["auth_time"] == signed_in_at  # the request's max_age: recent enough

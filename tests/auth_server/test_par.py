@@ -279,3 +279,18 @@ def test_pushed_prompt_none_is_decided_at_the_authorization_endpoint(client, aut
     )
     assert r.status_code == 302
     assert query_of(r.headers["Location"])["error"] == "login_required"
+
+
+def test_openid_parameters_are_checked_when_pushed(client, auth_app):
+    """RFC 9126 §2.1: the whole request is validated at the push; a bad max_age or nonce is
+    a 400 there (never a redirect), not a 201 refused later at /oauth/auth."""
+    app_client = make_client(auth_app, "OIDC", scope="call openid")
+    for extra, description in (
+        ({"max_age": "-5"}, "The max_age parameter must be a whole number of seconds."),
+        ({"nonce": "n" * 300}, "The nonce must be 1 to 255 printable ASCII characters."),
+    ):
+        r = push(client, app_client, **pushed(app_client, scope="openid", **extra))
+        assert (r.status_code, r.json) == (
+            400,
+            {"error": "invalid_request", "error_description": description},
+        ), extra

@@ -145,6 +145,36 @@ def test_private_key_material_in_jwks_is_refused(client, auth_app) -> None:
     _refused(r, "invalid_client_metadata", "Send jwks or jwks_uri, not both.")
 
 
+def test_weak_or_non_signing_keys_in_jwks_are_refused(client, auth_app) -> None:
+    """A private_key_jwt client's keys sign its assertions: no RSA key under 2048 bits, no
+    key-agreement key (X25519), no key marked for encryption."""
+    from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+    from joserfc.jwk import OKPKey
+
+    token = mint(auth_app)
+    numbers = rsa.generate_private_key(65537, 1024).public_key().public_numbers()
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).decode()
+
+    small = {"kty": "RSA", "n": b64(numbers.n).rstrip("="), "e": b64(numbers.e).rstrip("=")}
+    agreement = OKPKey.import_key(x25519.X25519PrivateKey.generate().public_key())
+    for key, description in (
+        (small, "RSA keys of the jwks must have at least 2048 bits."),
+        (agreement.as_dict(), "An OKP key of the jwks must be an Ed25519 or Ed448 signing key."),
+        (
+            {**ECKey.generate_key("P-256").as_dict(private=False), "use": "enc"},
+            "The jwks may hold signing keys only ('use': 'sig').",
+        ),
+    ):
+        r = register(
+            client,
+            {**WEB, "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key]}},
+            token,
+        )
+        _refused(r, "invalid_client_metadata", description)
+
+
 def test_spent_initial_access_tokens(client, auth_app) -> None:
     from auth_server.models import RegistrationToken
     from auth_server.registration import revoke_token
