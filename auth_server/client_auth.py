@@ -162,6 +162,13 @@ def check_jwks_uri(uri: object, production: bool) -> str:
         raise InvalidRequest(f"The jwks_uri {uri!r} must be an absolute http(s) URL.")
     if parts.username or parts.password:
         raise InvalidRequest(f"The jwks_uri {uri!r} must not contain userinfo.")
+    try:
+        port = parts.port
+        parts.hostname.encode("idna")
+    except (ValueError, UnicodeError) as exc:  # a port out of range, a host IDNA refuses
+        raise InvalidRequest(f"The jwks_uri {uri!r} has an invalid host or port.") from exc
+    if port == 0:
+        raise InvalidRequest(f"The jwks_uri {uri!r} has an invalid host or port.")
     if production and parts.scheme != "https":
         raise InvalidRequest(f"The jwks_uri {uri!r} must use https:// in production.")
     return uri
@@ -215,9 +222,14 @@ def _fetch_jwks(uri: str) -> dict[str, Any] | None:
     (``shared.pinned``), so a second lookup cannot answer differently (DNS rebinding); no
     redirects, a timeout, a size limit.
     """
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        check_jwks_uri(uri, production=False)  # stored before this check existed: again
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except (InvalidRequest, ValueError, UnicodeError) as exc:
+        log.warning("jwks_uri %s cannot be fetched: %s", uri, exc)
+        return None
     addresses = _resolve(host, port)
     if not addresses:
         log.warning("jwks_uri %s: its host does not resolve", uri)
@@ -228,7 +240,11 @@ def _fetch_jwks(uri: str) -> dict[str, Any] | None:
         log.warning("jwks_uri %s: not fetched, its host is not a public address", uri)
         return None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {"Host": parts.netloc, "Accept": "application/json"}
+    default_port = 443 if parts.scheme == "https" else 80
+    host_header = f"[{host}]" if ":" in host else host
+    if parts.port is not None and parts.port != default_port:
+        host_header = f"{host_header}:{parts.port}"
+    headers = {"Host": host_header, "Accept": "application/json"}
     body = None
     for address in addresses[:JWKS_ADDRESSES_TRIED]:
         try:

@@ -116,7 +116,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             "AUTH_REGISTRATION_OPEN_IN_PRODUCTION", False, env
         ),
         "AUTH_REGISTRATION_LIMIT": env_str("AUTH_REGISTRATION_LIMIT", "10 per minute", env),
-        "AUTH_PAR_DEVICE_LIMIT": env_str("AUTH_PAR_DEVICE_LIMIT", "30 per minute", env),
+        "AUTH_DEVICE_AUTHORIZATION_LIMIT": env_str(
+            "AUTH_DEVICE_AUTHORIZATION_LIMIT", "30 per minute", env
+        ),
     }
     return cfg
 

@@ -441,12 +441,16 @@ def start_call(
     try:
         own_limit = _lock_user_limit(subject)
         if idempotency_key is not None:
+            # Locked: settling it (_expire_one) must not overwrite a concurrent dialer
+            # transition of the same call (found in review).
             previous = db.session.scalar(
-                select(Call).where(
+                select(Call)
+                .where(
                     Call.subject == subject,
                     Call.client_id == client_id,
                     Call.idempotency_key == idempotency_key,
                 )
+                .with_for_update()
             )
             if previous is not None:
                 if previous.request_hash != request_hash:

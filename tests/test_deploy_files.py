@@ -490,6 +490,28 @@ def test_app_containers_are_read_only_with_a_tmpfs(compose):
         assert "no-new-privileges:true" in service["security_opt"]
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, ("gthread", 4)), ({"GUNICORN_WORKER_CLASS": "sync"}, ("sync", 1))],
+)
+def test_worker_class_setting(monkeypatch, tmp_path, env, expected):
+    """GUNICORN_WORKER_CLASS=sync really runs sync workers: gunicorn turns a sync worker with
+    threads > 1 into gthread, so the file sets one thread (found in review)."""
+    import runpy
+
+    # The file would otherwise set PROMETHEUS_MULTIPROC_DIR for the rest of this process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    monkeypatch.delenv("GUNICORN_WORKER_CLASS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = runpy.run_path(str(GUNICORN_CONF))
+    assert (settings["worker_class"], settings["threads"]) == expected
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "eventlet")
+    with pytest.raises(SystemExit, match="GUNICORN_WORKER_CLASS must be gthread or sync"):
+        runpy.run_path(str(GUNICORN_CONF))
+
+
 def test_commands_are_entrypoint_modes_that_migrate_first(compose):
     script = ENTRYPOINT.read_text()
     branches = dict(

@@ -117,12 +117,12 @@ def introspect_token() -> Response:
     return authorization.create_endpoint_response("introspection")  # type: ignore[no-any-return]
 
 
-def _par_device_limit() -> str:
-    return str(current_app.config["AUTH_PAR_DEVICE_LIMIT"])
+def _device_authorization_limit() -> str:
+    return str(current_app.config["AUTH_DEVICE_AUTHORIZATION_LIMIT"])
 
 
 @bp.route("/oauth/device_authorization", methods=["POST"])
-@limiter.limit(_par_device_limit)
+@limiter.limit(_device_authorization_limit)
 def device_authorization() -> Response:
     """RFC 8628 §3.1: a device code and the user code its user types on /device."""
     return authorization.create_endpoint_response(  # type: ignore[no-any-return]
@@ -131,7 +131,6 @@ def device_authorization() -> Response:
 
 
 @bp.route("/oauth/par", methods=["POST"])
-@limiter.limit(_par_device_limit)
 def pushed_authorization_request() -> Response:
     """RFC 9126: validate and store an authorization request; 201 with its ``request_uri``."""
     try:

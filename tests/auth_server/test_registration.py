@@ -260,6 +260,15 @@ META_ERRORS = [
         "invalid_client_metadata",
         "The jwks must be a JWK Set: an object with a non-empty 'keys' list.",
     ),
+    (  # the port would fail at every fetch (a 500 at the token endpoint; found in review)
+        {
+            **WEB,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": "https://a.example:99999/j",
+        },
+        "invalid_client_metadata",
+        "The jwks_uri 'https://a.example:99999/j' has an invalid host or port.",
+    ),
     (
         {**WEB, "jwks_uri": "ftp://app.example/jwks"},
         "invalid_client_metadata",
