@@ -41,6 +41,7 @@ from sqlalchemy import event  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import bare_app  # noqa: E402
 from bench import seed as seeding  # noqa: E402
 
 AUTH_DB = "clickcall_bench_cost_auth"
@@ -211,7 +212,19 @@ def build_cases(work: Path, auth_url: str, calls_url: str, repeat: int) -> list[
         r = cc.post("/rest/call", data=number, headers=limited_bearer)
         assert r.status_code == 409, r.get_data(as_text=True)
 
+    bare = bare_app.create_app().test_client()
+    floor = bound_read_app(calls_url, work / "public.pem").test_client()
+
+    def ping(i: int) -> None:
+        assert bare.get("/ping").status_code == 200
+
+    def bound_read(i: int) -> None:
+        r = floor.get(f"/rest/call?token_call={token_call}", headers=bearer)
+        assert r.status_code == 200 and r.json["token_call"] == token_call, r.get_data()
+
     return [
+        ("GET /ping (bare Flask)", call_tracer, ping),
+        ("GET /rest/call?token_call=… (the bound)", call_tracer, bound_read),
         ("POST /oauth/token client_credentials", auth_tracer, client_credentials),
         ("POST /oauth/token authorization_code", auth_tracer, code_exchange),
         ("GET /.well-known/jwks.json", auth_tracer, jwks),
@@ -223,6 +236,50 @@ def build_cases(work: Path, auth_url: str, calls_url: str, repeat: int) -> list[
         ("PUT /rest/call", call_tracer, put),
         ("POST /rest/call at the limit (409)", call_tracer, at_limit),
     ]
+
+
+def bound_read_app(calls_url: str, public_key_file: Path) -> Any:
+    """Issue 14's bound for a read, as an app: bare Flask, plus PyJWT's check of the RS256
+    token (signature, exp, aud, iss) and one indexed SELECT by token_call and subject on a
+    kept psycopg2 connection, plus ``jsonify`` of the row. No SQLAlchemy, no request log,
+    metrics, revocation feed, scope or XML: what the real endpoint adds is the difference."""
+    import jwt
+    import psycopg2
+    from flask import Flask, jsonify, request
+    from sqlalchemy.engine import make_url
+
+    from shared.keys import load_public_key_pem
+
+    url = make_url(calls_url)
+    conn = psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, dbname=url.database
+    )
+    conn.autocommit = True
+    key: Any = load_public_key_pem(public_key_file)
+    app = Flask("bound")
+
+    @app.get("/rest/call")
+    def read() -> Any:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        claims = jwt.decode(
+            token, key, algorithms=["RS256"], audience=seeding.AUDIENCE, issuer=seeding.ISSUER
+        )
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT token_call, number, status, started_at, ended_at, client_id, subject "
+                "FROM calls WHERE token_call = %s AND subject = %s",
+                (request.args["token_call"], claims["sub"]),
+            )
+            row = cur.fetchone()
+        names = ("token_call", "number", "status", "started_at", "ended_at", "client_id", "sub")
+        return jsonify(
+            {
+                n: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for n, v in zip(names, row, strict=True)
+            }
+        )
+
+    return app
 
 
 # The revoked entries the "check on" case knows: a busy hour's worth, of every kind.
